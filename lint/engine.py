@@ -1,0 +1,237 @@
+"""Lint one file: parse once, run every selected rule in one traversal, locate findings.
+
+The traversal is a hand-written walk over the nodes' dataclass fields that
+dispatches straight to the rules' methods by node type; positions are computed only for
+files that have findings, and a rule that crashes on a file is switched off for
+that file and reported as an error, never stopping the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import tokenize
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Type
+
+import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+
+from pytest_trainsafe.finding import Finding
+
+from .rule import FileContext, LintRule
+
+_NOQA = re.compile(r"#\s*noqa(?::[\s]?(?P<codes>[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LintError:
+    """A file (or one rule on one file) that could not be checked."""
+
+    path: str
+    line: int
+    message: str
+
+
+@dataclass
+class FileResult:
+    path: str
+    findings: List[Finding] = field(default_factory=list)
+    errors: List[LintError] = field(default_factory=list)
+
+
+# Fields that hold only whitespace, punctuation or comments: no rule looks inside them,
+# and skipping them makes the walk about ten times faster than libcst's visitor.
+_SKIPPED_FIELDS = frozenset({
+    "whitespace_before", "whitespace_after", "whitespace_before_colon", "whitespace_after_colon",
+    "whitespace_before_params", "whitespace_after_def", "whitespace_after_class", "whitespace_after_name",
+    "whitespace_after_star", "whitespace_after_param", "whitespace_after_in", "whitespace_before_in",
+    "whitespace_after_for", "whitespace_after_if", "whitespace_before_if", "whitespace_after_with",
+    "whitespace_after_import", "whitespace_after_from", "whitespace_before_import", "whitespace_after_as",
+    "whitespace_before_as", "whitespace_after_lambda", "whitespace_after_await", "whitespace_after_del",
+    "whitespace_after_return", "whitespace_after_assert", "whitespace_after_raise", "whitespace_after_global",
+    "whitespace_after_nonlocal", "whitespace_after_yield", "whitespace_after_func", "whitespace_after_arg",
+    "whitespace_after_indicator", "whitespace_after_else", "whitespace_after_elif", "whitespace_after_while",
+    "whitespace_after_except", "whitespace_after_try", "whitespace_after_finally", "whitespace_after_match",
+    "whitespace_after_case", "whitespace_before_expression", "whitespace_before_value", "whitespace",
+    "lpar", "rpar", "lbracket", "rbracket", "lbrace", "rbrace", "comma", "semicolon", "colon", "equal",
+    "dot", "header", "footer", "leading_lines", "lines_after_decorators", "newline", "trailing_whitespace",
+    "operator", "star_tok", "first_line", "empty_lines", "asynchronous", "default_newline", "default_indent",
+})
+# Fields visited first so the walk follows source order where dataclass order does not.
+_FIRST_FIELDS = {cst.FunctionDef: ("decorators",), cst.ClassDef: ("decorators",)}
+_FIELDS: Dict[type, Tuple[str, ...]] = {}
+
+
+def _fields(kind: type) -> Tuple[str, ...]:
+    names = _FIELDS.get(kind)
+    if names is None:
+        first = _FIRST_FIELDS.get(kind, ())
+        rest = [f.name for f in dataclasses.fields(kind) if f.name not in _SKIPPED_FIELDS and f.name not in first]
+        names = _FIELDS[kind] = (*first, *rest)
+    return names
+
+
+class _Walker:
+    """Depth-first walk calling the rules' ``visit_<Node>``/``leave_<Node>`` methods by node type."""
+
+    def __init__(self, context: FileContext, rules: Sequence[LintRule],
+                 on_crash: Callable[[LintRule, BaseException], None]) -> None:
+        self._context = context
+        self._on_crash = on_crash
+        self._visits: Dict[type, List[Callable]] = defaultdict(list)
+        self._leaves: Dict[type, List[Callable]] = defaultdict(list)
+        self._owner: Dict[Callable, LintRule] = {}
+        for rule in rules:
+            for attribute in dir(rule):
+                prefix, _, node_name = attribute.partition("_")
+                if prefix not in ("visit", "leave") or not node_name:
+                    continue
+                node_type = getattr(cst, node_name, None)
+                if not isinstance(node_type, type):
+                    continue
+                method = getattr(rule, attribute)
+                (self._visits if prefix == "visit" else self._leaves)[node_type].append(method)
+                self._owner[method] = rule
+
+    def _run(self, methods: List[Callable], node: cst.CSTNode) -> None:
+        for method in list(methods):
+            try:
+                method(node)
+            except Exception as exc:  # one rule's bug must not stop the others
+                rule = self._owner[method]
+                self._disable(rule)
+                self._on_crash(rule, exc)
+
+    def _disable(self, rule: LintRule) -> None:
+        for table in (self._visits, self._leaves):
+            for methods in table.values():
+                methods[:] = [m for m in methods if self._owner[m] is not rule]
+
+    def walk(self, node: cst.CSTNode) -> None:
+        context = self._context
+        kind = type(node)
+        scoped = kind is cst.FunctionDef or kind is cst.Lambda or kind is cst.ClassDef or kind is cst.Module
+        if scoped:
+            if kind is cst.ClassDef:
+                context.resolver.push_class(node)  # type: ignore[arg-type]
+            elif kind is cst.Module:
+                context.resolver.push_module(node)  # type: ignore[arg-type]
+            else:
+                context.resolver.push_function(node)  # type: ignore[arg-type]
+        context.stack.append(node)
+        methods = self._visits.get(kind)
+        if methods:
+            self._run(methods, node)
+        for name in _fields(kind):
+            value = getattr(node, name)
+            if isinstance(value, cst.CSTNode):
+                self.walk(value)
+            elif type(value) is tuple or type(value) is list:
+                for child in value:
+                    if isinstance(child, cst.CSTNode):
+                        self.walk(child)
+        methods = self._leaves.get(kind)
+        if methods:
+            self._run(methods, node)
+        context.stack.pop()
+        if scoped and kind is not cst.Module:
+            context.resolver.pop()
+
+
+def decode(data: bytes) -> str:
+    """Source text per PEP 263 (a coding cookie, else UTF-8); raises UnicodeDecodeError/SyntaxError."""
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    text = data.decode(encoding)
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _noqa_allows(line_text: str, code: str) -> bool:
+    """True if the line's ``# noqa`` comment (bare, or naming ``code``) suppresses it."""
+    match = _NOQA.search(line_text)
+    if match is None:
+        return False
+    codes = match.group("codes")
+    return codes is None or code in re.split(r"[,\s]+", codes.upper())
+
+
+def lint_source(source: str, path: str, rule_types: Iterable[Type[LintRule]]) -> FileResult:
+    """Lint ``source`` (the text of ``path``) with the given rules."""
+    result = FileResult(path)
+    active = [rule_type for rule_type in rule_types if rule_type.wants(source)]
+    if not active:
+        return result
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        result.errors.append(LintError(path, exc.raw_line, f"syntax error: {exc.message}"))
+        return result
+    except Exception as exc:  # libcst can raise other errors on exotic input
+        result.errors.append(LintError(path, 1, f"cannot parse: {type(exc).__name__}: {exc}"))
+        return result
+
+    context = FileContext(path, source)
+    rules = [rule_type(context) for rule_type in active]
+    crashes: List[tuple] = []
+
+    def crashed(rule: LintRule, exc: BaseException) -> None:
+        crashes.append((rule.CODE, exc, context.stack[-1] if context.stack else module))
+
+    try:
+        _Walker(context, rules, crashed).walk(module)
+    except RecursionError:
+        result.errors.append(LintError(path, 1, "too deeply nested to analyse"))
+        return result
+    if not (context.raw_findings or crashes):
+        return result
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    for code, exc, node in crashes:
+        line = positions[node].start.line if node in positions else 1
+        result.errors.append(LintError(
+            path, line, f"rule {code} crashed ({type(exc).__name__}: {exc}); the other rules still ran"))
+    result.findings = _locate(positions, source, path, context)
+    return result
+
+
+def _locate(positions: Mapping[cst.CSTNode, CodeRange], source: str, path: str,
+            context: FileContext) -> List[Finding]:
+    lines = source.splitlines()
+    findings = []
+    for raw in context.raw_findings:
+        start = positions[raw.node].start
+        text = lines[start.line - 1] if 0 < start.line <= len(lines) else ""
+        if _noqa_allows(text, raw.code):
+            continue
+        findings.append(Finding(raw.code, path, start.line, start.column + 1, raw.detail))
+    findings.sort(key=lambda f: (f.line, f.col, f.code))
+    return _unique(findings)
+
+
+def _unique(findings: List[Finding]) -> List[Finding]:
+    seen = set()
+    unique = []
+    for finding in findings:
+        key = (finding.code, finding.line, finding.col)
+        if key not in seen:
+            seen.add(key)
+            unique.append(finding)
+    return unique
+
+
+def lint_file(path: str, rule_types: Sequence[Type[LintRule]]) -> FileResult:
+    """Read and lint one file; any read or decode problem becomes an error, never an exception."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return FileResult(path, errors=[LintError(path, 0, f"cannot read: {exc.strerror or exc}")])
+    try:
+        source = decode(data)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return FileResult(path, errors=[LintError(path, line, f"not valid {exc.encoding}: {exc.reason}")])
+    except SyntaxError as exc:  # a bad coding cookie
+        return FileResult(path, errors=[LintError(path, exc.lineno or 1, f"bad encoding declaration: {exc.msg}")])
+    return lint_source(source, path, rule_types)

@@ -1,0 +1,100 @@
+"""The per-test runtime detector: checks, shared events, findings."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from types import FrameType
+from typing import ClassVar, Dict, Iterable, List, Optional, Set, Tuple, Type
+
+from ..finding import Finding
+from .events import Events
+from .hooks import HookSet
+from .location import Location, user_location
+
+
+class RuntimeCheck:
+    """One rule's runtime side. Subclasses live in ``runtime/checks/tsNNN_<name>.py``.
+
+    ``install`` subscribes to :class:`Events` or adds its own hooks to ``hooks``;
+    ``finish`` runs after the test for conclusions that need the whole run
+    (an output that was never backpropagated, say).
+    """
+
+    CODE: ClassVar[str]
+
+    def __init__(self, monitor: "Monitor") -> None:
+        self.monitor = monitor
+
+    def install(self, events: Events, hooks: HookSet) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called once after the test body, before hooks are removed."""
+
+    def report(self, detail: str = "", *, where: Optional[Location] = None,
+               frame: Optional[FrameType] = None, **extra: object) -> None:
+        self.monitor.report(self.CODE, detail, where=where, frame=frame, **extra)
+
+
+def runtime_checks() -> Dict[str, Type[RuntimeCheck]]:
+    """Every runtime check, by code, discovered from the ``checks`` package."""
+    from . import checks
+
+    found: Dict[str, Type[RuntimeCheck]] = {}
+    for info in sorted(pkgutil.iter_modules(checks.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{checks.__name__}.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, RuntimeCheck) and value is not RuntimeCheck \
+                    and value.__module__ == module.__name__:
+                found[value.CODE] = value
+    return found
+
+
+class Monitor:
+    """Watches one test: installs the selected checks' hooks, collects findings, removes the hooks."""
+
+    def __init__(self, codes: Iterable[str]) -> None:
+        available = runtime_checks()
+        self.codes: Set[str] = set(codes)
+        self.findings: List[Finding] = []
+        self._seen: Set[Tuple[str, str, int]] = set()
+        self.events = Events()
+        self.hooks = HookSet()
+        self.checks = [available[code](self) for code in sorted(self.codes) if code in available]
+        self.running = False
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.running = True
+        try:
+            for check in self.checks:
+                check.install(self.events, self.hooks)
+            self.events.install(self.hooks)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Finish every check, then remove every hook, whatever happens on the way."""
+        if not self.running:
+            return
+        try:
+            for check in self.checks:
+                check.finish()
+        finally:
+            self.running = False
+            self.hooks.remove_all()
+
+    def report(self, code: str, detail: str = "", *, where: Optional[Location] = None,
+               frame: Optional[FrameType] = None, **extra: object) -> None:
+        """Record a finding once per (code, file, line); locate it on the user's line if not given."""
+        if where is None:
+            where = user_location(frame if frame is not None else sys._getframe(1))
+        key = (code, where[0], where[1])
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.findings.append(Finding(code, where[0], where[1], 0, detail, dict(extra)))
