@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-from pytest_trainsafe.catalog import RULES, UnknownCodeError, expand_codes
+from pytest_trainsafe.catalog import RULES, BY_NAME
 from pytest_trainsafe.detectors import sides
 
 
@@ -18,8 +18,18 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument("paths", nargs="*", default=["."], metavar="PATH", help="files or directories (default: .)")
     lint.add_argument("--select", default=None, help="comma-separated codes or prefixes to check")
     lint.add_argument("--ignore", default=None, help="comma-separated codes or prefixes to skip")
-    lint.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    lint.add_argument("--extend-select", default=None, help="codes to add to the selection (e.g. off-by-default rules)")
+    lint.add_argument("--per-file-ignores", action="append", default=None, metavar="GLOB:CODES",
+                      help="skip codes in files matching a glob (repeatable)")
+    lint.add_argument("--exclude", default=None, help="comma-separated globs of files/directories to skip")
+    lint.add_argument("--force-exclude", action="store_true",
+                      help="apply exclude to files named on the command line too (for pre-commit)")
+    lint.add_argument("--config", default=None, metavar="PYPROJECT",
+                      help="the pyproject.toml to read [tool.trainsafe] from (default: the nearest one)")
+    lint.add_argument("--format", choices=["text", "json", "sarif", "github"], default="text", help="output format")
     lint.add_argument("--statistics", action="store_true", help="print a count per code after the findings")
+    lint.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default: one per core)")
+    lint.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
 
     rule = commands.add_parser("rule", help="print one rule's documentation")
     rule.add_argument("code", metavar="CODE", help="a code (TS001) or a rule name (zero-grad-missing)")
@@ -28,46 +38,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split(value: Optional[str]) -> List[str]:
-    return [part for part in (value or "").replace(",", " ").split() if part]
-
-
 def _lint(args: argparse.Namespace) -> int:
-    from .engine import lint_file
-    from .files import discover
-    from .report import FORMATTERS, Report, format_statistics
+    from . import config as configuration
     from .engine import LintError
-    from .rules import all_rules
+    from .files import discover
+    from .report import FORMATTERS, format_statistics
+    from .runner import run
 
-    rules = all_rules()
     try:
-        selected = expand_codes(_split(args.select), "--select") if args.select else [
-            code for code, rule in RULES.items() if rule.default_enabled]
-        ignored = set(expand_codes(_split(args.ignore), "--ignore"))
-    except UnknownCodeError as exc:
+        cli = {
+            "select": configuration.parse_cli_codes(args.select),
+            "ignore": configuration.parse_cli_codes(args.ignore),
+            "extend-select": configuration.parse_cli_codes(args.extend_select),
+            "per-file-ignores": configuration.parse_per_file_ignores(args.per_file_ignores),
+            "exclude": configuration.parse_cli_codes(args.exclude),
+        }
+        config = configuration.load(cli, args.config)
+    except configuration.ConfigError as exc:
         print(f"trainsafe: error: {exc}", file=sys.stderr)
         return 2
-    rule_types = [rules[code] for code in selected if code in rules and code not in ignored]
 
-    files, problems = discover(args.paths)
-    report = Report()
-    for path, problem in problems:
-        report.errors.append(LintError(path, 0, problem))
-    for path in files:
-        report.add(lint_file(path, rule_types))
-    print(FORMATTERS[args.format](report))
-    if args.statistics and report.findings:
+    files, problems = discover(args.paths, config.is_excluded, args.force_exclude)
+    report = run(files, config, jobs=args.jobs, use_cache=not args.no_cache)
+    report.errors[:0] = [LintError(path, 0, problem) for path, problem in problems]
+    output = FORMATTERS[args.format](report)
+    if output:
+        print(output)
+    if args.statistics and report.findings and args.format == "text":
         print(format_statistics(report))
     return report.exit_code
 
 
 def _rule(args: argparse.Namespace) -> int:
-    try:
-        (code,) = expand_codes([args.code], "the command line") if args.code.upper() != "TS" else ("",)
-    except (UnknownCodeError, ValueError):
+    rule = RULES.get(args.code.upper()) or BY_NAME.get(args.code)
+    if rule is None:
         print(f"trainsafe: error: unknown rule {args.code!r} (see `trainsafe rules`)", file=sys.stderr)
         return 2
-    print(RULES[code].doc().rstrip())
+    print(rule.doc().rstrip())
     return 0
 
 

@@ -57,4 +57,74 @@ def format_statistics(report: Report) -> str:
     return "\n".join(f"{count:5d}  {code}  {name}" for (code, name), count in sorted(counts.items()))
 
 
-FORMATTERS: Dict[str, Callable[[Report], str]] = {"text": format_text, "json": format_json}
+
+
+def _github_escape(text: str, property_value: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
+
+
+def format_github(report: Report) -> str:
+    """GitHub Actions workflow commands: each finding becomes an annotation on the PR diff."""
+    lines = [
+        f"::error file={_github_escape(f.path, True)},line={f.line},col={f.col},title={f.code}"
+        f"::{_github_escape(f'{f.code} {f.message}')}"
+        for f in report.findings
+    ]
+    lines += [
+        f"::error file={_github_escape(e.path, True)},line={max(e.line, 1)},title=trainsafe"
+        f"::{_github_escape(e.message)}"
+        for e in report.errors
+    ]
+    return "\n".join(lines)
+
+
+def format_sarif(report: Report) -> str:
+    """SARIF 2.1.0: one run, every catalog rule with its help text, results pointing at rules by index."""
+    from pytest_trainsafe import __version__
+    from pytest_trainsafe.catalog import RULES
+
+    codes = list(RULES)
+    rules = [{
+        "id": code,
+        "name": rule.name,
+        "shortDescription": {"text": rule.message},
+        "help": {"text": f"{rule.hint}\n\nSee `trainsafe rule {code}`.", "markdown": rule.doc()},
+        "defaultConfiguration": {"level": "error", "enabled": rule.default_enabled},
+    } for code, rule in RULES.items()]
+    results = [{
+        "ruleId": f.code,
+        "ruleIndex": codes.index(f.code),
+        "level": "error",
+        "message": {"text": f"{f.message}. Hint: {f.hint}"},
+        "locations": [{"physicalLocation": {
+            "artifactLocation": {"uri": f.path.replace("\\", "/")},
+            "region": {"startLine": f.line, "startColumn": max(f.col, 1)},
+        }}],
+    } for f in report.findings]
+    notifications = [{
+        "level": "error",
+        "message": {"text": e.message},
+        "locations": [{"physicalLocation": {
+            "artifactLocation": {"uri": e.path.replace("\\", "/")},
+            **({"region": {"startLine": e.line}} if e.line > 0 else {}),
+        }}],
+    } for e in report.errors]
+    return json.dumps({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "trainsafe", "version": __version__, "semanticVersion": __version__,
+                "informationUri": "https://github.com/trainsafe/pytest-trainsafe", "rules": rules,
+            }},
+            "invocations": [{"executionSuccessful": not report.errors,
+                             "toolExecutionNotifications": notifications}],
+            "results": results,
+        }],
+    }, indent=2)
+
+
+FORMATTERS: Dict[str, Callable[[Report], str]] = {
+    "text": format_text, "json": format_json, "sarif": format_sarif, "github": format_github,
+}

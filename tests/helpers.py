@@ -36,3 +36,35 @@ def expected(source: str) -> Set[Tuple[int, str]]:
         if match:
             marks.update((number, code) for code in re.split(r"[,\s]+", match.group("codes")))
     return marks
+
+
+def watch(function, *args, codes: Optional[Sequence[str]] = None, **kwargs) -> List[Finding]:
+    """Run ``function(*args, **kwargs)`` under the runtime monitor; its findings (exceptions propagate)."""
+    from pytest_trainsafe.runtime.monitor import Monitor, runtime_checks
+
+    monitor = Monitor(codes or list(runtime_checks()))
+    monitor.start()
+    try:
+        function(*args, **kwargs)
+    finally:
+        monitor.stop()
+    return monitor.findings
+
+
+def watch_codes(function, *args, codes: Optional[Sequence[str]] = None, **kwargs) -> Set[str]:
+    return {f.code for f in watch(function, *args, codes=codes, **kwargs)}
+
+
+def load_script(path, name: Optional[str] = None):
+    """Import a script file as a fresh module (its ``if __name__ == '__main__'`` block does not run)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(path)
+    module_name = name or f"trainsafe_example_{path.parent.name}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
