@@ -16,7 +16,7 @@ from typing import Dict, Optional, Tuple
 
 from pytest_trainsafe import __version__
 
-from .engine import FileResult
+from .results import FileResult
 
 CACHE_DIR = ".trainsafe_cache"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from pytest_trainsafe.catalog import RULES, BY_NAME
 from pytest_trainsafe.detectors import sides
@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument("--statistics", action="store_true", help="print a count per code after the findings")
     lint.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (default: one per core)")
     lint.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    lint.add_argument("--fix", action="store_true", help="apply the fixes that cannot change behaviour")
+    lint.add_argument("--diff", action="store_true", help="print the fixes as a diff instead of writing them")
+    lint.add_argument("--unsafe-fixes", action="store_true", help="with --fix/--diff, apply every available fix")
 
     rule = commands.add_parser("rule", help="print one rule's documentation")
     rule.add_argument("code", metavar="CODE", help="a code (TS001) or a rule name (zero-grad-missing)")
@@ -40,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _lint(args: argparse.Namespace) -> int:
     from . import config as configuration
-    from .engine import LintError
+    from .results import LintError
     from .files import discover
     from .report import FORMATTERS, format_statistics
     from .runner import run
@@ -59,8 +62,21 @@ def _lint(args: argparse.Namespace) -> int:
         return 2
 
     files, problems = discover(args.paths, config.is_excluded, args.force_exclude)
+    fix_errors: List[LintError] = []
+    if args.diff or args.fix:
+        from .fixing import fix_files
+
+        fixes = fix_files(files, config, unsafe=args.unsafe_fixes, write=not args.diff)
+        if args.diff:
+            sys.stdout.write("".join(fixes.diffs))
+            for error in fixes.errors:
+                print(f"{error.path}:{error.line}: error: {error.message}", file=sys.stderr)
+            print(f"{fixes.fixed} fix(es) available.", file=sys.stderr)
+            return 1 if fixes.diffs else (2 if fixes.errors else 0)
+        print(f"Fixed {fixes.fixed} finding(s).", file=sys.stderr)
+        fix_errors = fixes.errors
     report = run(files, config, jobs=args.jobs, use_cache=not args.no_cache)
-    report.errors[:0] = [LintError(path, 0, problem) for path, problem in problems]
+    report.errors[:0] = [LintError(path, 0, problem) for path, problem in problems] + fix_errors
     output = FORMATTERS[args.format](report)
     if output:
         print(output)

@@ -15,32 +15,17 @@ import re
 import tokenize
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Type
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from pytest_trainsafe.finding import Finding
 
-from .rule import FileContext, LintRule
+from .results import FileResult, LintError
+from .rule import FileContext, LintRule, RawFinding
 
 _NOQA = re.compile(r"#\s*noqa(?::[\s]?(?P<codes>[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class LintError:
-    """A file (or one rule on one file) that could not be checked."""
-
-    path: str
-    line: int
-    message: str
-
-
-@dataclass
-class FileResult:
-    path: str
-    findings: List[Finding] = field(default_factory=list)
-    errors: List[LintError] = field(default_factory=list)
 
 
 # Fields that hold only whitespace, punctuation or comments: no rule looks inside them,
@@ -160,7 +145,14 @@ def _noqa_allows(line_text: str, code: str) -> bool:
 
 def lint_source(source: str, path: str, rule_types: Iterable[Type[LintRule]]) -> FileResult:
     """Lint ``source`` (the text of ``path``) with the given rules."""
+    return _analyse(source, path, rule_types)[0]
+
+
+def _analyse(source: str, path: str,
+             rule_types: Iterable[Type[LintRule]]) -> Tuple[FileResult, Optional[cst.Module], List[RawFinding]]:
+    """The file's result, plus its tree and the raw findings that survived ``# noqa`` (for fixes)."""
     result = FileResult(path)
+    module: Optional[cst.Module] = None
     active = [rule_type for rule_type in rule_types if rule_type.wants(source)]
     if not active:
         # No rule can fire here, but a file that does not parse must still be
@@ -171,15 +163,15 @@ def lint_source(source: str, path: str, rule_types: Iterable[Type[LintRule]]) ->
             result.errors.append(LintError(path, exc.lineno or 1, f"syntax error: {exc.msg}"))
         except ValueError as exc:  # e.g. a NUL byte in the source
             result.errors.append(LintError(path, 1, f"cannot parse: {exc}"))
-        return result
+        return result, None, []
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
         result.errors.append(LintError(path, exc.raw_line, f"syntax error: {exc.message}"))
-        return result
+        return result, None, []
     except Exception as exc:  # libcst can raise other errors on exotic input
         result.errors.append(LintError(path, 1, f"cannot parse: {type(exc).__name__}: {exc}"))
-        return result
+        return result, None, []
 
     context = FileContext(path, source)
     rules = [rule_type(context) for rule_type in active]
@@ -192,30 +184,32 @@ def lint_source(source: str, path: str, rule_types: Iterable[Type[LintRule]]) ->
         _Walker(context, rules, crashed).walk(module)
     except RecursionError:
         result.errors.append(LintError(path, 1, "too deeply nested to analyse"))
-        return result
+        return result, module, []
     if not (context.raw_findings or crashes):
-        return result
+        return result, module, []
     positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
     for code, exc, node in crashes:
         line = positions[node].start.line if node in positions else 1
         result.errors.append(LintError(
             path, line, f"rule {code} crashed ({type(exc).__name__}: {exc}); the other rules still ran"))
-    result.findings = _locate(positions, source, path, context)
-    return result
+    kept = _unsuppressed(positions, source, context.raw_findings)
+    result.findings = _unique(sorted(
+        (Finding(raw.code, path, positions[raw.node].start.line, positions[raw.node].start.column + 1, raw.detail)
+         for raw in kept), key=lambda f: (f.line, f.col, f.code)))
+    return result, module, kept
 
 
-def _locate(positions: Mapping[cst.CSTNode, CodeRange], source: str, path: str,
-            context: FileContext) -> List[Finding]:
+def _unsuppressed(positions: Mapping[cst.CSTNode, CodeRange], source: str,
+                  raw_findings: List[RawFinding]) -> List[RawFinding]:
+    """The raw findings whose line carries no ``# noqa`` that covers their code."""
     lines = source.splitlines()
-    findings = []
-    for raw in context.raw_findings:
-        start = positions[raw.node].start
-        text = lines[start.line - 1] if 0 < start.line <= len(lines) else ""
-        if _noqa_allows(text, raw.code):
-            continue
-        findings.append(Finding(raw.code, path, start.line, start.column + 1, raw.detail))
-    findings.sort(key=lambda f: (f.line, f.col, f.code))
-    return _unique(findings)
+    kept = []
+    for raw in raw_findings:
+        line = positions[raw.node].start.line
+        text = lines[line - 1] if 0 < line <= len(lines) else ""
+        if not _noqa_allows(text, raw.code):
+            kept.append(raw)
+    return kept
 
 
 def _unique(findings: List[Finding]) -> List[Finding]:
@@ -249,3 +243,53 @@ def lint_file(path: str, rule_types: Sequence[Type[LintRule]]) -> FileResult:
     except OSError as exc:
         return FileResult(path, errors=[LintError(path, 0, f"cannot read: {exc.strerror or exc}")])
     return decode_and_lint(path, data, rule_types)
+
+
+class _Replace(cst.CSTTransformer):
+    def __init__(self, replacements: Dict[cst.CSTNode, cst.CSTNode]) -> None:
+        super().__init__()
+        self._replacements = replacements
+
+    def on_leave(self, original_node: cst.CSTNode, updated_node: cst.CSTNode):  # type: ignore[override]
+        return self._replacements.get(original_node, updated_node)
+
+
+@dataclass
+class FixOutcome:
+    source: str
+    applied: List[str] = field(default_factory=list)  # fix titles, in order
+    error: Optional[str] = None
+
+
+def fix_source(source: str, path: str, rule_types: Sequence[Type[LintRule]], unsafe: bool = False,
+               rounds: int = 4) -> FixOutcome:
+    """Apply the available fixes (safe ones, or all with ``unsafe``) until none is left.
+
+    Each round re-lints the fixed text; a round whose output would not parse is
+    discarded and reported, so a fix can never leave a broken file behind.
+    """
+    outcome = FixOutcome(source)
+    for _ in range(rounds):
+        _, module, kept = _analyse(outcome.source, path, rule_types)
+        fixes = [raw.fix for raw in kept if raw.fix is not None and (raw.fix.safe or unsafe)]
+        if module is None or not fixes:
+            break
+        replacements: Dict[cst.CSTNode, cst.CSTNode] = {}
+        titles = []
+        for fix in fixes:
+            target = fix.target if fix.target is not None else next(r.node for r in kept if r.fix is fix)
+            if target not in replacements:
+                replacements[target] = fix.replacement
+                titles.append(fix.title)
+        new_source = module.visit(_Replace(replacements)).code
+        try:
+            cst.parse_module(new_source)
+            compile(new_source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        except (cst.ParserSyntaxError, SyntaxError, ValueError) as exc:
+            outcome.error = f"a fix produced code that does not parse ({exc}); file left unchanged by it"
+            break
+        if new_source == outcome.source:
+            break
+        outcome.source = new_source
+        outcome.applied.extend(titles)
+    return outcome

@@ -9,7 +9,7 @@ from typing import Callable, Dict, List
 
 from pytest_trainsafe.finding import Finding
 
-from .engine import FileResult, LintError
+from .results import FileResult, LintError
 
 
 @dataclass

@@ -19,11 +19,27 @@ from .names import Resolver, canonical
 N = TypeVar("N", bound=cst.CSTNode)
 
 
+@dataclass(frozen=True)
+class Fix:
+    """Replace the reported node with ``replacement``.
+
+    ``safe`` fixes cannot change what the program computes and are applied by
+    ``--fix``; the others need ``--unsafe-fixes`` too. ``target`` is the node to
+    replace when it is not the reported one (e.g. the whole statement).
+    """
+
+    replacement: cst.CSTNode
+    title: str
+    safe: bool = True
+    target: Optional[cst.CSTNode] = None
+
+
 @dataclass
 class RawFinding:
     code: str
     node: cst.CSTNode
     detail: str
+    fix: Optional[Fix] = None
 
 
 class FileContext:
@@ -37,8 +53,8 @@ class FileContext:
         self.stack: List[cst.CSTNode] = []
         self.raw_findings: List[RawFinding] = []
 
-    def report(self, code: str, node: cst.CSTNode, detail: str = "") -> None:
-        self.raw_findings.append(RawFinding(code, node, detail))
+    def report(self, code: str, node: cst.CSTNode, detail: str = "", fix: Optional[Fix] = None) -> None:
+        self.raw_findings.append(RawFinding(code, node, detail, fix))
 
     def qualified_name(self, node: cst.BaseExpression) -> Optional[str]:
         """The import-resolved dotted name of a Name/Attribute (``torch.nn.Linear``), or None."""
@@ -72,8 +88,8 @@ class LintRule:
     def __init__(self, context: FileContext) -> None:
         self.context = context
 
-    def report(self, node: cst.CSTNode, detail: str = "") -> None:
-        self.context.report(self.CODE, node, detail)
+    def report(self, node: cst.CSTNode, detail: str = "", fix: Optional[Fix] = None) -> None:
+        self.context.report(self.CODE, node, detail, fix)
 
     @classmethod
     def wants(cls, source: str) -> bool:

@@ -9,20 +9,22 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import List, Optional, Sequence, Tuple, Type
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Type
 
 from .cache import Cache, digest
 from .config import Config
-from .engine import FileResult, LintError, decode_and_lint
 from .report import Report
-from .rule import LintRule
+from .results import FileResult, LintError
 
-_WORKER_RULES: Sequence[Type[LintRule]] = ()
+if TYPE_CHECKING:
+    from .rule import LintRule
+
+_WORKER_RULES: Sequence[Type["LintRule"]] = ()
 #: Below this many files to lint, a pool costs more than it saves.
 POOL_THRESHOLD = 16
 
 
-def rule_types(codes: Sequence[str]) -> List[Type[LintRule]]:
+def rule_types(codes: Sequence[str]) -> List[Type["LintRule"]]:
     from .rules import all_rules
 
     available = all_rules()
@@ -35,6 +37,8 @@ def _init_worker(codes: Sequence[str]) -> None:
 
 
 def _lint_in_worker(task: Tuple[str, bytes]) -> FileResult:
+    from .engine import decode_and_lint
+
     path, data = task
     return decode_and_lint(path, data, _WORKER_RULES)
 
@@ -72,9 +76,13 @@ def run(files: Sequence[str], config: Config, jobs: int = 0, use_cache: bool = T
                                  initializer=_init_worker, initargs=(config.codes,)) as pool:
             chunk = max(1, len(todo) // (workers * 8))
             linted = list(pool.map(_lint_in_worker, [(path, data) for _, path, data, _ in todo], chunksize=chunk))
-    else:
+    elif todo:
+        from .engine import decode_and_lint  # imports libcst: only when something must be parsed
+
         types = rule_types(config.codes)
         linted = [decode_and_lint(path, data, types) for _, path, data, _ in todo]
+    else:
+        linted = []
 
     for (index, path, _, content), result in zip(todo, linted):
         results[index] = result
