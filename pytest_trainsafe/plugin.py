@@ -24,8 +24,15 @@ if TYPE_CHECKING:
     from .runtime.monitor import Monitor
 
 
-class TrainsafeFailure(AssertionError):
-    """Raised after a test whose run showed a training pitfall (the test body itself is not interrupted)."""
+class TrainsafeFailure(pytest.fail.Exception):  # type: ignore[misc,name-defined]
+    """Fails a test whose run showed a training pitfall, after the test body has finished.
+
+    It carries only the findings (pytrace off): the user's lines are in the
+    message, and a traceback into the plugin would point at the wrong code.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, pytrace=False)
 
 
 class TrainsafeWarning(UserWarning):
@@ -36,6 +43,7 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 REPORTED_KEY = pytest.StashKey[List[Dict[str, Any]]]()
 MONITOR_KEY = pytest.StashKey["Monitor"]()
 EXPLICIT_KEY = pytest.StashKey[bool]()
+USER_PROPERTY = "trainsafe_findings"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except UnknownCodeError as exc:
         raise pytest.UsageError(f"trainsafe: {exc}") from None
     config.stash[REPORTED_KEY] = []
+    config.pluginmanager.register(_FindingCollector(config.stash[REPORTED_KEY]), "trainsafe-findings")
 
 
 def pytest_report_header(config: pytest.Config) -> Optional[str]:
@@ -159,25 +168,46 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 
     findings = monitor.findings
     root = str(item.config.rootpath)
-    item.config.stash[REPORTED_KEY].extend(
-        {"nodeid": item.nodeid, "code": f.code, "name": f.name, "path": _relative(f.path, root),
-         "line": f.line, "message": f.message}
-        for f in findings
-    )
+    if findings:
+        # user_properties travel with the test report, also from pytest-xdist workers
+        # to the controller, which is where the summary and the JSON file are written.
+        item.user_properties.append((USER_PROPERTY, [
+            {"nodeid": item.nodeid, "code": f.code, "name": f.name, "path": _relative(f.path, root),
+             "line": f.line, "message": f.message}
+            for f in findings
+        ]))
     if findings and not explicit:
         text = _failure_text(findings, root)
         if settings.warn:
             warnings.warn(TrainsafeWarning(text), stacklevel=1)
-        elif error is None or isinstance(error, (Exception, pytest.fail.Exception)):
-            raise TrainsafeFailure(text) from error
+        elif error is None:
+            raise TrainsafeFailure(text)
+        else:
+            # The test failed on its own (torch's device error, say): keep that error
+            # exactly as it is and show the findings beside it.
+            item.add_report_section("call", "trainsafe", text)
     if error is not None:
         raise error
     return result
 
 
+class _FindingCollector:
+    """Gathers findings from test reports (local or from xdist workers) into the session list."""
+
+    def __init__(self, findings: List[Dict[str, Any]]) -> None:
+        self.findings = findings
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == USER_PROPERTY:
+                self.findings.extend(value)
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     reported = config.stash.get(REPORTED_KEY, [])
-    if not reported:
+    if not reported or hasattr(config, "workerinput"):
         return
     terminalreporter.section("trainsafe")
     counts = Counter((r["code"], r["name"]) for r in reported)
@@ -188,8 +218,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None or not settings.json_path:
-        return
+    if settings is None or not settings.json_path or hasattr(config, "workerinput"):
+        return  # an xdist worker: its findings reach the controller through the reports
     with open(settings.json_path, "w", encoding="utf-8") as handle:
         json.dump({"findings": config.stash[REPORTED_KEY]}, handle, indent=2)
         handle.write("\n")

@@ -29,8 +29,8 @@ def test_a_finding_fails_the_test_with_code_location_and_hint(pytester: pytest.P
     result = pytester.runpytest_inprocess("--trainsafe")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*TrainsafeFailure*",
-        "*test_buggy.py:6: TS005 Python's builtin sum() iterates over a tensor*",
+        "*trainsafe found 1 training pitfall(s):",
+        "*test_buggy.py:5: TS005 Python's builtin sum() iterates over a tensor*",
         "*hint: use tensor.sum()*",
     ])
 
@@ -51,7 +51,7 @@ def test_warn_mode_reports_without_failing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_buggy=BUGGY)
     result = pytester.runpytest_inprocess("--trainsafe", "--trainsafe-warn")
     result.assert_outcomes(passed=1, warnings=1)
-    result.stdout.fnmatch_lines(["*TrainsafeWarning*TS005*"])
+    result.stdout.fnmatch_lines(["*TrainsafeWarning: trainsafe found 1 training pitfall(s):", "*test_buggy.py:5: TS005 *"])
 
 
 def test_the_ini_option_turns_it_on(pytester: pytest.Pytester) -> None:
@@ -108,7 +108,7 @@ def test_the_json_report_holds_every_finding_of_the_session(pytester: pytest.Pyt
     findings = json.loads(report.read_text())["findings"]
     assert findings == [{
         "nodeid": "test_buggy.py::test_counts_with_builtin_sum", "code": "TS005", "name": "builtin-sum-on-tensor",
-        "path": "test_buggy.py", "line": 6,
+        "path": "test_buggy.py", "line": 5,
         "message": findings[0]["message"],
     }]
     assert findings[0]["message"].startswith("Python's builtin sum() iterates over a tensor")
@@ -127,7 +127,7 @@ def test_the_fixture_exposes_findings_and_owns_them(pytester: pytest.Pytester) -
         def test_buggy_example_is_flagged(trainsafe):
             sum(torch.ones(3))
             assert trainsafe.codes == {"TS005"}
-            assert trainsafe.findings[0].line == 5
+            assert trainsafe.findings[0].line == 4
     """)
     # No --trainsafe: the fixture alone turns watching on for its test.
     pytester.runpytest_inprocess().assert_outcomes(passed=1)
@@ -143,7 +143,8 @@ def test_a_failing_test_keeps_its_own_error_and_gains_the_finding(pytester: pyte
     """)
     result = pytester.runpytest_inprocess("--trainsafe")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*ValueError: the test's own error*", "*TrainsafeFailure*TS005*"])
+    result.stdout.fnmatch_lines(["*ValueError: the test's own error*", "*Captured trainsafe call*",
+                                 "trainsafe found 1 training pitfall(s):", "test_both.py:4: TS005 *"])
 
 
 def test_a_skipped_test_stays_skipped(pytester: pytest.Pytester) -> None:
