@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -108,7 +109,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return {"lint": _lint, "rule": _rule, "rules": _rules}[args.command](args)
+    try:
+        return {"lint": _lint, "rule": _rule, "rules": _rules}[args.command](args)
+    except BrokenPipeError:  # `trainsafe rule TS001 | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

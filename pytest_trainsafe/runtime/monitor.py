@@ -9,6 +9,7 @@ from types import FrameType
 from typing import ClassVar, Dict, Iterable, List, Optional, Set, Tuple, Type
 
 from ..finding import Finding
+from .distributed import ChildRanks
 from .events import Events
 from .hooks import HookSet
 from .location import Location, user_location
@@ -59,10 +60,11 @@ class Monitor:
         available = runtime_checks()
         self.codes: Set[str] = set(codes)
         self.findings: List[Finding] = []
-        self._seen: Set[Tuple[str, str, int]] = set()
+        self._seen: Set[Tuple[str, str, int, object]] = set()
         self.events = Events()
         self.hooks = HookSet()
         self.checks = [available[code](self) for code in sorted(self.codes) if code in available]
+        self.children = ChildRanks(self)
         self.running = False
 
     def start(self) -> None:
@@ -73,6 +75,7 @@ class Monitor:
             for check in self.checks:
                 check.install(self.events, self.hooks)
             self.events.install(self.hooks)
+            self.children.install(self.hooks)
         except BaseException:
             self.stop()
             raise
@@ -84,6 +87,7 @@ class Monitor:
         try:
             for check in self.checks:
                 check.finish()
+            self.children.collect()
         finally:
             self.running = False
             self.hooks.remove_all()
@@ -93,7 +97,7 @@ class Monitor:
         """Record a finding once per (code, file, line); locate it on the user's line if not given."""
         if where is None:
             where = user_location(frame if frame is not None else sys._getframe(1))
-        key = (code, where[0], where[1])
+        key = (code, where[0], where[1], extra.get("rank"))
         if key in self._seen:
             return
         self._seen.add(key)
