@@ -31,6 +31,18 @@ class Events:
         self.track_depth = False
         #: How many module forwards are running right now (0 outside any model call).
         self.depth = 0
+        #: Errors raised by subscribers: swallowed so that a bug in a check never
+        #: reaches the user's code, and surfaced by the monitor after the test.
+        self.errors: List[str] = []
+
+    def _fan_out(self, subscribers: list, *args: Any) -> None:
+        for subscriber in subscribers:
+            try:
+                subscriber(*args)
+            except Exception as exc:
+                owner = getattr(getattr(subscriber, "__self__", None), "CODE", "trainsafe")
+                if len(self.errors) < 10:
+                    self.errors.append(f"{owner}: {type(exc).__name__}: {exc}")
 
     def install(self, hooks: HookSet) -> None:
         from torch.nn.modules import module as torch_module
@@ -50,28 +62,22 @@ class Events:
 
     def _on_forward_pre(self, module: Any, args: tuple) -> None:
         self.depth += 1
-        for subscriber in self.forward_pre:
-            subscriber(module, args)
+        self._fan_out(self.forward_pre, module, args)
 
     def _on_forward(self, module: Any, args: tuple, output: Any) -> None:
         try:
-            for subscriber in self.forward_post:
-                subscriber(module, args, output)
+            self._fan_out(self.forward_post, module, args, output)
         finally:
             self.depth -= 1
 
     def _on_step_pre(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
-        for subscriber in self.step_pre:
-            subscriber(optimizer)
+        self._fan_out(self.step_pre, optimizer)
 
     def _on_step_post(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
-        for subscriber in self.step_post:
-            subscriber(optimizer)
+        self._fan_out(self.step_post, optimizer)
 
     def _on_parameter(self, module: Any, name: str, param: Any) -> None:
-        for subscriber in self.parameter_registered:
-            subscriber(module, name, param)
+        self._fan_out(self.parameter_registered, module, name, param)
 
     def _on_module(self, module: Any, name: str, submodule: Any) -> None:
-        for subscriber in self.module_registered:
-            subscriber(module, name, submodule)
+        self._fan_out(self.module_registered, module, name, submodule)

@@ -86,11 +86,19 @@ class Monitor:
             return
         try:
             for check in self.checks:
-                check.finish()
+                try:
+                    check.finish()
+                except Exception as exc:  # a check's bug must not fail the user's test
+                    self.events.errors.append(f"{check.CODE}: {type(exc).__name__}: {exc}")
             self.children.collect()
         finally:
             self.running = False
             self.hooks.remove_all()
+        if self.events.errors:
+            import warnings
+
+            warnings.warn("trainsafe: a check failed internally and was skipped: " + "; ".join(self.events.errors),
+                          RuntimeWarning, stacklevel=2)
 
     def report(self, code: str, detail: str = "", *, where: Optional[Location] = None,
                frame: Optional[FrameType] = None, **extra: object) -> None:
