@@ -26,3 +26,276 @@ def first_tensor(value: Any, depth: int = 0) -> Optional[torch.Tensor]:
 def module_label(module: torch.nn.Module) -> str:
     """How a finding names a module: its class, e.g. ``Linear(in_features=4, ...)`` shortened to ``Linear``."""
     return type(module).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# backward() calls (TS011 loss-accumulated-with-graph, TS016 non-finite-loss). torch has no
+# global hook for "a backward pass starts/ends", so ``torch.autograd.backward`` (which
+# ``Tensor.backward`` calls through the module attribute) is wrapped ONCE per test,
+# however many checks subscribe: one Python call per backward plus one per subscriber.
+
+import functools  # noqa: E402  (appended section)
+import weakref  # noqa: E402
+from typing import Callable, List, Tuple  # noqa: E402
+
+#: ``subscriber(roots, create_graph)``: the tensors a backward pass started from.
+BackwardSubscriber = Callable[[Tuple[torch.Tensor, ...], bool], None]
+_backward_subscribers: "weakref.WeakKeyDictionary[Any, List[BackwardSubscriber]]" = weakref.WeakKeyDictionary()
+
+
+def on_backward(hooks: Any, subscriber: BackwardSubscriber) -> None:
+    """Call ``subscriber(roots, create_graph)`` after every ``backward()`` that completes in this test.
+
+    ``hooks`` is the test's HookSet: the wrapper is installed with the first
+    subscriber and removed with the test's other hooks. The wrapper is
+    transparent: it returns what torch returns, lets torch's exceptions through
+    untouched, and a subscriber's own exception never reaches the user. Roots
+    passed as something else than a tensor or a list/tuple of tensors (a
+    generator, gradient edges) are not shown to subscribers.
+    """
+    subscribers = _backward_subscribers.get(hooks)
+    if subscribers is None:
+        subscribers = _backward_subscribers[hooks] = []
+        original = torch.autograd.backward
+        listeners = subscribers
+
+        @functools.wraps(original)
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            roots = (tensors,) if isinstance(tensors, torch.Tensor) else \
+                tuple(t for t in tensors if isinstance(t, torch.Tensor)) if isinstance(tensors, (list, tuple)) else ()
+            result = original(tensors, *args, **kwargs)
+            if roots:
+                create_graph = bool(args[2] if len(args) > 2 else kwargs.get("create_graph", False))
+                for listener in listeners:
+                    try:
+                        listener(roots, create_graph)
+                    except Exception:  # a check's bug must never break the user's training
+                        pass
+            return result
+
+        hooks.patch(torch.autograd, "backward", backward)
+        hooks.on_remove(lambda: _backward_subscribers.pop(hooks, None))
+    subscribers.append(subscriber)
+
+
+# ---------------------------------------------------------------------------------------
+# Train / eval mode (TS006 eval-mode-missing, TS007 train-mode-not-restored): which
+# submodules of a model compute differently in the two modes.
+
+from torch.utils.weak import WeakIdKeyDictionary  # noqa: E402
+
+
+def _mode_dependent(module: torch.nn.Module) -> bool:
+    """Whether ``module`` itself computes differently in train and eval mode (as configured now)."""
+    from torch.nn.modules.batchnorm import _NormBase
+    from torch.nn.modules.dropout import _DropoutNd
+
+    if isinstance(module, _DropoutNd):
+        return module.p > 0
+    if isinstance(module, _NormBase):  # batch-norm, sync batch-norm, instance-norm with running stats
+        return bool(module.track_running_stats)
+    if isinstance(module, (torch.nn.MultiheadAttention, torch.nn.RNNBase)):
+        return bool(getattr(module, "dropout", 0))
+    return False
+
+
+class ModeIndex:
+    """Per root module, the submodules whose behaviour depends on train/eval mode (computed once).
+
+    Call :meth:`invalidate` when modules are registered (``events.module_registered``):
+    a cached answer can only go stale when a submodule is added or replaced.
+    """
+
+    def __init__(self) -> None:
+        self._cache: Any = WeakIdKeyDictionary()
+
+    def invalidate(self, *args: Any) -> None:
+        if self._cache:
+            self._cache.clear()
+
+    def modules(self, root: torch.nn.Module) -> List[torch.nn.Module]:
+        found = self._cache.get(root)
+        if found is None:
+            found = self._cache[root] = [m for m in root.modules() if _mode_dependent(m)]
+        return found
+
+    def training(self, root: torch.nn.Module) -> List[torch.nn.Module]:
+        """Those of them currently in train mode (and still configured to differ: dropout p > 0)."""
+        return [m for m in self.modules(root) if m.training and _mode_dependent(m)]
+
+
+# ---------------------------------------------------------------------------------------
+# Calls of torch functions, and what produced a tensor (TS010 softmax-before-cross-entropy,
+# TS019 sigmoid-before-bce-with-logits: an activation fed to a loss that applies it itself).
+# A loss module's forward calls its functional form through the module attribute
+# (``F.cross_entropy``), so wrapping that one attribute sees both spellings.
+
+import types  # noqa: E402  (appended section)
+from typing import Dict, FrozenSet  # noqa: E402
+
+#: ``subscriber(args, kwargs)``: the arguments of one call, before it runs.
+CallSubscriber = Callable[[tuple, dict], None]
+_call_subscribers: "weakref.WeakKeyDictionary[Any, Dict[Tuple[int, str], List[CallSubscriber]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    check = getattr(compiler, "is_compiling", None)
+    return bool(check()) if check is not None else False
+
+
+def on_call(hooks: Any, owner: Any, attribute: str, subscriber: CallSubscriber) -> None:
+    """Call ``subscriber(args, kwargs)`` before every call of ``owner.<attribute>`` in this test.
+
+    The function is wrapped once per test however many checks subscribe, and the
+    wrapper is removed with the test's other hooks. It is transparent: same
+    arguments, same result, torch's own exceptions untouched; a subscriber's
+    exception never reaches the user, and nothing is observed while
+    ``torch.compile`` traces. The wrapper is built on the original's globals
+    with ``__wrapped__`` set, so TorchScript, which compiles the original's
+    source, still scripts code (a loss module, say) that calls it.
+    """
+    table = _call_subscribers.get(hooks)
+    if table is None:
+        table = _call_subscribers[hooks] = {}
+        hooks.on_remove(lambda: _call_subscribers.pop(hooks, None))
+    key = (id(owner), attribute)
+    subscribers = table.get(key)
+    if subscribers is not None:
+        subscribers.append(subscriber)
+        return
+    subscribers = table[key] = [subscriber]
+    original = getattr(owner, attribute)
+    listeners = subscribers
+    compiling = _is_compiling
+    # A graph compiled during the test may keep calling the wrapper after it is unpatched:
+    # it then only forwards to the original.
+    hooks.on_remove(listeners.clear)
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        if not compiling():
+            for listener in listeners:
+                try:
+                    listener(args, kwargs)
+                except Exception:  # a check's bug must never break the user's training
+                    pass
+        return original(*args, **kwargs)
+
+    namespace = getattr(original, "__globals__", None)
+    if isinstance(namespace, dict):
+        watched = types.FunctionType(watched.__code__, namespace, watched.__name__, watched.__defaults__,
+                                     watched.__closure__)
+    functools.update_wrapper(watched, original)
+    hooks.patch(owner, attribute, watched)
+
+
+def call_argument(args: tuple, kwargs: dict, position: int, name: str) -> Any:
+    """The argument passed for parameter ``name`` (at ``position``), or None."""
+    return args[position] if len(args) > position else kwargs.get(name)
+
+
+#: Autograd nodes whose output holds the same values as their input (shape, dtype, device,
+#: layout, indexing): looked through when asking what produced a tensor.
+VALUE_PRESERVING_NODES = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "PermuteBackward0", "TransposeBackward0",
+    "TransposeBackward1", "TBackward0", "SqueezeBackward0", "SqueezeBackward1", "SqueezeBackward2",
+    "SqueezeBackward3", "SqueezeBackward4", "UnsqueezeBackward0", "ToCopyBackward0", "CloneBackward0",
+    "AliasBackward0", "SelectBackward0", "SliceBackward0", "ExpandBackward0", "MovedimBackward0",
+})
+
+
+def produced_by(tensor: Any, nodes: FrozenSet[str], through: int = 4) -> Optional[str]:
+    """The autograd node name (one of ``nodes``) of the op that produced ``tensor``'s values, else None.
+
+    Reads ``grad_fn`` and at most ``through`` value-preserving nodes behind it
+    (``view``, ``float()``, indexing): O(1), and exact whenever autograd recorded
+    the tensor (no ``grad_fn`` under ``no_grad``: None).
+    """
+    node = getattr(tensor, "grad_fn", None)
+    for _ in range(through + 1):
+        if node is None:
+            return None
+        name = type(node).__name__
+        if name in nodes:
+            return name
+        if name not in VALUE_PRESERVING_NODES:
+            return None
+        following = node.next_functions
+        node = following[0][0] if following else None
+    return None
+
+
+# ``module.train(mode)`` / ``module.eval()`` calls (TS006 eval-mode-missing, TS007
+# train-mode-not-restored). ``nn.Module.train`` is wrapped ONCE per test; subscribers see
+# only the outermost call (the module the user called it on, not the recursion into its
+# children), after it has run.
+
+#: ``subscriber(module, mode)``.
+ModeSubscriber = Callable[[torch.nn.Module, bool], None]
+_mode_subscribers: "weakref.WeakKeyDictionary[Any, List[ModeSubscriber]]" = weakref.WeakKeyDictionary()
+
+
+def on_mode_change(hooks: Any, subscriber: ModeSubscriber) -> None:
+    """Call ``subscriber(module, mode)`` after every outermost ``train(mode)`` / ``eval()`` in this test.
+
+    Transparent like :func:`on_backward`: the wrapper returns what torch returns
+    and never lets a subscriber's exception reach the user. Classes that override
+    ``train`` without calling ``super().train`` are not seen.
+    """
+    subscribers = _mode_subscribers.get(hooks)
+    if subscribers is None:
+        subscribers = _mode_subscribers[hooks] = []
+        original = torch.nn.Module.train
+        listeners = subscribers
+        running = [False]
+
+        @functools.wraps(original)
+        def train(module: Any, mode: bool = True) -> Any:
+            if running[0]:
+                return original(module, mode)
+            running[0] = True
+            try:
+                result = original(module, mode)
+            finally:
+                running[0] = False
+            for listener in listeners:
+                try:
+                    listener(module, mode)
+                except Exception:  # a check's bug must never break the user's code
+                    pass
+            return result
+
+        hooks.patch(torch.nn.Module, "train", train)
+        hooks.on_remove(lambda: _mode_subscribers.pop(hooks, None))
+    subscribers.append(subscriber)
+
+
+# ---------------------------------------------------------------------------------------
+# The user's frames, for a check's rare path (TS011 finds the accumulator in them, TS016
+# the model that owns a parameter): walked only when a finding is being made.
+
+from types import FrameType  # noqa: E402  (appended section)
+from typing import Iterator  # noqa: E402
+
+from .location import _is_user_frame  # noqa: E402
+
+
+def user_frames(frame: Optional[FrameType], limit: int = 4) -> Iterator[FrameType]:
+    """The first ``limit`` user frames (not torch, not a framework, not trainsafe) from ``frame`` outwards."""
+    count = 0
+    while frame is not None and count < limit:
+        if _is_user_frame(frame):
+            count += 1
+            yield frame
+        frame = frame.f_back
+
+
+def frame_values(frame: FrameType, limit: int = 256) -> Iterator[Tuple[str, Any]]:
+    """``(name, value)`` of a frame's locals, then ``("self.<attr>", value)`` of its ``self``'s attributes."""
+    local_values = list(frame.f_locals.items())[:limit]
+    yield from ((name, value) for name, value in local_values if name != "self")
+    owner = frame.f_locals.get("self")
+    if owner is not None:
+        for name, value in list(getattr(owner, "__dict__", {}).items())[:limit]:
+            yield f"self.{name}", value
