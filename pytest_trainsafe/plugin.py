@@ -114,11 +114,14 @@ class TrainsafeFixture:
 
     @property
     def findings(self) -> List[Finding]:
+        """Findings so far, including conclusions that need the whole run (drawn now)."""
+        if self._monitor.running:
+            self._monitor.conclude()
         return list(self._monitor.findings)
 
     @property
     def codes(self) -> set:
-        return {finding.code for finding in self._monitor.findings}
+        return {finding.code for finding in self.findings}
 
     def clear(self) -> None:
         self._monitor.findings.clear()

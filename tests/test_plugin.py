@@ -156,3 +156,17 @@ def test_a_skipped_test_stays_skipped(pytester: pytest.Pytester) -> None:
             pytest.skip("not today")
     """)
     pytester.runpytest_inprocess("--trainsafe").assert_outcomes(skipped=1)
+
+
+def test_the_fixture_sees_conclusions_drawn_at_the_end_of_a_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_eval="""
+        import torch
+
+        def test_eval_loop_without_no_grad_is_flagged(trainsafe):
+            model = torch.nn.Linear(4, 2)
+            model.eval()
+            for _ in range(3):
+                model(torch.randn(2, 4))
+            assert trainsafe.codes == {"TS004"}
+    """)
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)

@@ -32,7 +32,12 @@ class RuntimeCheck:
         raise NotImplementedError
 
     def finish(self) -> None:
-        """Called once after the test body, before hooks are removed."""
+        """Draw end-of-run conclusions, before hooks are removed.
+
+        Called after the test body, and also when a test reads
+        ``trainsafe.findings`` mid-run: it may run more than once, so it must
+        not report the same thing twice (the monitor deduplicates by location).
+        """
 
     def report(self, detail: str = "", *, where: Optional[Location] = None,
                frame: Optional[FrameType] = None, **extra: object) -> None:
@@ -80,16 +85,20 @@ class Monitor:
             self.stop()
             raise
 
+    def conclude(self) -> None:
+        """Draw the conclusions that need the run so far (``finish`` of every check); hooks stay."""
+        for check in self.checks:
+            try:
+                check.finish()
+            except Exception as exc:  # a check's bug must not fail the user's test
+                self.events.errors.append(f"{check.CODE}: {type(exc).__name__}: {exc}")
+
     def stop(self) -> None:
         """Finish every check, then remove every hook, whatever happens on the way."""
         if not self.running:
             return
         try:
-            for check in self.checks:
-                try:
-                    check.finish()
-                except Exception as exc:  # a check's bug must not fail the user's test
-                    self.events.errors.append(f"{check.CODE}: {type(exc).__name__}: {exc}")
+            self.conclude()
             self.children.collect()
         finally:
             self.running = False
