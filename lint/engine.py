@@ -9,7 +9,6 @@ that file and reported as an error, never stopping the others.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import io
 import re
 import tokenize
@@ -24,40 +23,9 @@ from pytest_trainsafe.finding import Finding
 
 from .results import FileResult, LintError
 from .rule import FileContext, LintRule, RawFinding
+from .tree import fields_of, is_node
 
 _NOQA = re.compile(r"#\s*noqa(?::[\s]?(?P<codes>[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
-
-
-# Fields that hold only whitespace, punctuation or comments: no rule looks inside them,
-# and skipping them makes the walk about ten times faster than libcst's visitor.
-_SKIPPED_FIELDS = frozenset({
-    "whitespace_before", "whitespace_after", "whitespace_before_colon", "whitespace_after_colon",
-    "whitespace_before_params", "whitespace_after_def", "whitespace_after_class", "whitespace_after_name",
-    "whitespace_after_star", "whitespace_after_param", "whitespace_after_in", "whitespace_before_in",
-    "whitespace_after_for", "whitespace_after_if", "whitespace_before_if", "whitespace_after_with",
-    "whitespace_after_import", "whitespace_after_from", "whitespace_before_import", "whitespace_after_as",
-    "whitespace_before_as", "whitespace_after_lambda", "whitespace_after_await", "whitespace_after_del",
-    "whitespace_after_return", "whitespace_after_assert", "whitespace_after_raise", "whitespace_after_global",
-    "whitespace_after_nonlocal", "whitespace_after_yield", "whitespace_after_func", "whitespace_after_arg",
-    "whitespace_after_indicator", "whitespace_after_else", "whitespace_after_elif", "whitespace_after_while",
-    "whitespace_after_except", "whitespace_after_try", "whitespace_after_finally", "whitespace_after_match",
-    "whitespace_after_case", "whitespace_before_expression", "whitespace_before_value", "whitespace",
-    "lpar", "rpar", "lbracket", "rbracket", "lbrace", "rbrace", "comma", "semicolon", "colon", "equal",
-    "dot", "header", "footer", "leading_lines", "lines_after_decorators", "newline", "trailing_whitespace",
-    "operator", "star_tok", "first_line", "empty_lines", "asynchronous", "default_newline", "default_indent",
-})
-# Fields visited first so the walk follows source order where dataclass order does not.
-_FIRST_FIELDS = {cst.FunctionDef: ("decorators",), cst.ClassDef: ("decorators",)}
-_FIELDS: Dict[type, Tuple[str, ...]] = {}
-
-
-def _fields(kind: type) -> Tuple[str, ...]:
-    names = _FIELDS.get(kind)
-    if names is None:
-        first = _FIRST_FIELDS.get(kind, ())
-        rest = [f.name for f in dataclasses.fields(kind) if f.name not in _SKIPPED_FIELDS and f.name not in first]
-        names = _FIELDS[kind] = (*first, *rest)
-    return names
 
 
 class _Walker:
@@ -111,14 +79,15 @@ class _Walker:
         methods = self._visits.get(kind)
         if methods:
             self._run(methods, node)
-        for name in _fields(kind):
+        for name in fields_of(kind):
             value = getattr(node, name)
-            if isinstance(value, cst.CSTNode):
-                self.walk(value)
-            elif type(value) is tuple or type(value) is list:
+            value_kind = type(value)
+            if value_kind is tuple or value_kind is list:
                 for child in value:
-                    if isinstance(child, cst.CSTNode):
+                    if is_node(type(child)):
                         self.walk(child)
+            elif is_node(value_kind):
+                self.walk(value)
         methods = self._leaves.get(kind)
         if methods:
             self._run(methods, node)

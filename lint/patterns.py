@@ -11,6 +11,7 @@ from typing import Iterator, Optional, Sequence
 import libcst as cst
 
 from .names import dotted
+from .tree import child_nodes, walk_nodes
 from .rule import FileContext
 
 NO_GRAD_CONTEXTS = frozenset({
@@ -39,17 +40,7 @@ def receiver_text(call: cst.Call) -> Optional[str]:
 
 def calls_in(node: cst.CSTNode, *, into_functions: bool = False) -> Iterator[cst.Call]:
     """Every Call below ``node`` in source order; nested defs/lambdas/classes are skipped unless asked."""
-    stack = [node]
-    order = []
-    while stack:
-        current = stack.pop()
-        if isinstance(current, cst.Call):
-            order.append(current)
-        for child in reversed(current.children):
-            if not into_functions and isinstance(child, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
-                continue
-            stack.append(child)
-    return iter(order)
+    return (n for n in walk_nodes(node, into_scopes=into_functions) if type(n) is cst.Call)
 
 
 def _is_no_grad_call(context: FileContext, expression: cst.BaseExpression) -> bool:
@@ -159,14 +150,8 @@ class CallSite:
     name: Optional[str]
     #: The callee's dotted text (``self.model``, ``evaluate``), if a name chain.
     func_text: Optional[str]
-
-    @property
-    def scope(self) -> cst.CSTNode:
-        """The innermost function (or the module) the call runs in."""
-        for node in reversed(self.ancestors):
-            if isinstance(node, (cst.FunctionDef, cst.Module)):
-                return node
-        return self.ancestors[0]
+    #: The innermost function (or the module) the call runs in.
+    scope: cst.CSTNode
 
     def within(self, node: cst.CSTNode) -> bool:
         return any(ancestor is node for ancestor in self.ancestors)
@@ -187,13 +172,15 @@ class Assignment:
     target: str
     value: Optional[cst.BaseExpression]  # None: bound by unpacking, value unknown
     ancestors: Tuple[cst.CSTNode, ...]
+    #: The innermost function (or the module) the assignment runs in.
+    scope: cst.CSTNode
 
-    @property
-    def scope(self) -> cst.CSTNode:
-        for node in reversed(self.ancestors):
-            if isinstance(node, (cst.FunctionDef, cst.Module)):
-                return node
-        return self.ancestors[0]
+
+def _innermost_scope(ancestors: Sequence[cst.CSTNode]) -> cst.CSTNode:
+    for node in reversed(ancestors):
+        if isinstance(node, (cst.FunctionDef, cst.Module)):
+            return node
+    return ancestors[0]
 
 
 def _enclosing_class(ancestors: Sequence[cst.CSTNode]) -> Optional[cst.ClassDef]:
@@ -214,7 +201,7 @@ def argument_names(call: cst.Call) -> Set[str]:
         elif isinstance(node, cst.Attribute):
             stack.append(node.value)  # ``batch.x`` reads batch, not x
         else:
-            stack.extend(node.children)
+            stack.extend(child_nodes(node))
     return names
 
 
@@ -226,6 +213,18 @@ def bound_names(target: cst.CSTNode) -> Iterator[str]:
             yield from bound_names(element.value)
     elif isinstance(target, cst.StarredElement):
         yield from bound_names(target.value)
+
+
+def _terminates(statement: cst.CSTNode) -> bool:
+    """``return`` / ``raise`` / ``sys.exit(...)`` / ``exit()`` / ``quit()`` as a statement."""
+    if not isinstance(statement, cst.SimpleStatementLine) or not statement.body:
+        return False
+    last = statement.body[-1]
+    if isinstance(last, (cst.Return, cst.Raise)):
+        return True
+    if isinstance(last, cst.Expr) and isinstance(last.value, cst.Call):
+        return dotted(last.value.func) in ("sys.exit", "exit", "quit", "os._exit")
+    return False
 
 
 class ModeFlow:
@@ -250,14 +249,27 @@ class ModeFlow:
         self.parameter_receivers: Set[str] = set()
         self._plain_classes: Dict[str, bool] = {}
         self._function_sites: Dict[int, List[CallSite]] = {}
+        self._scope_indexed: List[int] = []
         self._definition_ancestors: Dict[int, Tuple[cst.CSTNode, ...]] = {}
         self._inside: Optional[Dict[int, List[CallSite]]] = None
         self._indexed = 0
         self._by_call: Dict[int, CallSite] = {}
+        self._last_recorded: Optional[cst.CSTNode] = None
 
-    # -- recording (during the traversal) ------------------------------------------------
+    @classmethod
+    def shared(cls, context: FileContext) -> "ModeFlow":
+        """The file's one ModeFlow: the rules that use it record each node once between them."""
+        flow = getattr(context, "_trainsafe_mode_flow", None)
+        if flow is None:
+            flow = cls(context)
+            setattr(context, "_trainsafe_mode_flow", flow)
+        return flow
+
+    # -- recording (during the traversal; a node already recorded by another rule is skipped) --
 
     def record_call(self, call: cst.Call) -> CallSite:
+        if self.sites and self.sites[-1].call is call:
+            return self.sites[-1]
         context = self.context
         func = call.func
         method = method_name(call)
@@ -265,9 +277,10 @@ class ModeFlow:
         receiver_dotted = dotted(target) if target is not None else None
         func_text = dotted(func)
         name = method if method is not None else (func.value if isinstance(func, cst.Name) else None)
-        site = CallSite(call, len(self.sites), tuple(context.stack[:-1]),
+        ancestors = tuple(context.stack[:-1])
+        site = CallSite(call, len(self.sites), ancestors,
                         context.qualified_name(func) if func_text is not None else None,
-                        in_no_grad(context), method, receiver_dotted, name, func_text)
+                        in_no_grad(context), method, receiver_dotted, name, func_text, _innermost_scope(ancestors))
         self.sites.append(site)
         if method in _MODULE_METHODS and receiver_dotted is not None:
             self.module_receivers.add(last_component(receiver_dotted))
@@ -276,17 +289,24 @@ class ModeFlow:
         return site
 
     def record_assign(self, node: Union[cst.Assign, cst.AnnAssign]) -> None:
+        if self._last_recorded is node:
+            return
+        self._last_recorded = node
         ancestors = tuple(self.context.stack[:-1])
+        scope = _innermost_scope(ancestors)
         targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
         for target in targets:
             text = dotted(target)
             if text is not None:
-                self.assignments.append(Assignment(text, node.value, ancestors))
+                self.assignments.append(Assignment(text, node.value, ancestors, scope))
             else:
                 for name in bound_names(target):
-                    self.assignments.append(Assignment(name, None, ancestors))
+                    self.assignments.append(Assignment(name, None, ancestors, scope))
 
     def record_function(self, node: cst.FunctionDef) -> None:
+        if self._last_recorded is node:
+            return
+        self._last_recorded = node
         self.functions.setdefault(node.name.value, []).append(node)
         self._definition_ancestors[id(node)] = tuple(self.context.stack[:-1])
 
@@ -295,6 +315,9 @@ class ModeFlow:
 
     def record_name(self, node: cst.Name) -> None:
         """A Name that is not a callee, a definition's name or an attribute's name: a reference."""
+        if self._last_recorded is node:
+            return
+        self._last_recorded = node
         stack = self.context.stack
         parent = stack[-2] if len(stack) > 1 else None
         if isinstance(parent, cst.Call) and parent.func is node:
@@ -325,10 +348,13 @@ class ModeFlow:
         return self._by_call.get(id(call))
 
     def scope_sites(self, scope: cst.CSTNode) -> List[CallSite]:
-        cached = self._function_sites.get(id(scope))
-        if cached is None:
-            cached = self._function_sites[id(scope)] = [s for s in self.sites if s.scope is scope]
-        return cached
+        """Calls that run in ``scope`` itself (not in functions nested in it), in source order."""
+        if len(self._scope_indexed) != 1 or self._scope_indexed[0] != len(self.sites):
+            self._function_sites = {}
+            for site in self.sites:
+                self._function_sites.setdefault(id(site.scope), []).append(site)
+            self._scope_indexed = [len(self.sites)]
+        return self._function_sites.get(id(scope), [])
 
     @staticmethod
     def exclusive_branches(a: CallSite, b: CallSite) -> bool:
@@ -347,7 +373,7 @@ class ModeFlow:
         round its back edge, and a barrier anywhere in that loop outside the stretch
         from ``then`` to ``first`` stops it.
         """
-        if first.scope is not then.scope or self.exclusive_branches(first, then):
+        if first.scope is not then.scope or self.exclusive_branches(first, then) or self._exits_before(first, then):
             return False
         if first.index < then.index:
             return not any(first.index < b.index < then.index for b in barriers)
@@ -356,6 +382,17 @@ class ModeFlow:
             return False
         loop = shared[-1]  # the outermost loop holding both: its back edge is always taken
         return not any(b.within(loop) and (b.index < then.index or b.index > first.index) for b in barriers)
+
+    @staticmethod
+    def _exits_before(first: CallSite, then: CallSite) -> bool:
+        """Whether ``first`` sits in a block that ends the function (``return`` / ``raise`` /
+        ``sys.exit()``) and does not hold ``then``: ``if args.evaluate: model.eval(); ...; return``."""
+        for node in reversed(first.ancestors):
+            if then.within(node) or isinstance(node, (cst.FunctionDef, cst.Module)):
+                return False
+            if isinstance(node, cst.IndentedBlock) and node.body and _terminates(node.body[-1]):
+                return True
+        return False
 
     # -- functions and their callers -----------------------------------------------------
 
@@ -532,58 +569,6 @@ def frame_of(stack: Sequence[cst.CSTNode]) -> Frame:
     module = stack[0]
     assert isinstance(module, cst.Module)
     return Frame(module)
-
-
-# Fields that hold only whitespace or punctuation: never a node a rule looks at.
-_PUNCTUATION_FIELDS = frozenset({
-    "lpar", "rpar", "lbracket", "rbracket", "lbrace", "rbrace", "comma", "semicolon", "colon", "equal", "dot",
-    "header", "footer", "leading_lines", "lines_after_decorators", "newline", "trailing_whitespace", "operator",
-    "star_tok", "first_line", "empty_lines", "asynchronous", "default_newline", "default_indent",
-})
-_CHILD_FIELDS: Dict[type, Tuple[str, ...]] = {}
-
-
-def child_nodes(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """The child nodes of ``node`` in field order, without whitespace and punctuation.
-
-    libcst's ``node.children`` runs a visitor per call and is many times slower;
-    this reads the dataclass fields directly, as the engine's walk does.
-    """
-    kind = type(node)
-    names = _CHILD_FIELDS.get(kind)
-    if names is None:
-        names = _CHILD_FIELDS[kind] = tuple(
-            f.name for f in dataclasses.fields(kind)  # type: ignore[arg-type]
-            if not f.name.startswith("whitespace") and f.name not in _PUNCTUATION_FIELDS)
-    for name in names:
-        value = getattr(node, name)
-        kind = type(value)
-        if kind is tuple or kind is list:
-            for item in value:
-                if _is_node(type(item)):
-                    yield item
-        elif _is_node(kind):
-            yield value
-
-
-_NODE_TYPES: Dict[type, bool] = {}
-
-
-def _is_node(kind: type) -> bool:
-    """``issubclass(kind, cst.CSTNode)``, cached: an ABC check per child is the walk's main cost otherwise."""
-    known = _NODE_TYPES.get(kind)
-    if known is None:
-        known = _NODE_TYPES[kind] = issubclass(kind, cst.CSTNode)
-    return known
-
-
-def walk_nodes(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """``node`` and every node below it, depth first (nested functions and classes included)."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(child_nodes(current))
 
 
 _SUITES = (cst.If, cst.Else, cst.For, cst.While, cst.Try, cst.TryStar, cst.ExceptHandler, cst.ExceptStarHandler,
@@ -1652,3 +1637,13 @@ def reaching_binding(tracer: ValueTracer, name: cst.Name, frame: Frame) -> Optio
     if not path or not _Bindings.unconditional(path, walk.use_path):
         return None
     return path[-1]
+
+
+def enclosing_scope(context: FileContext) -> cst.CSTNode:
+    """The innermost function (or the module) around the node being visited.
+
+    Rules that analyse one function body at a time (TS011, TS015, TS018) note in
+    ``visit_Call`` which scopes hold a call worth it, and analyse only those in
+    ``leave_FunctionDef`` / ``leave_Module``.
+    """
+    return next(n for n in reversed(context.stack) if isinstance(n, (cst.FunctionDef, cst.Module)))

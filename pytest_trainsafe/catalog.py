@@ -77,7 +77,7 @@ _CATALOG: Tuple[Rule, ...] = (
           "a loss tensor is accumulated across iterations with its autograd graph attached",
           "accumulate loss.item() (or loss.detach()) instead of the loss tensor", "SR"),
     _rule("TS012", "to-device-result-discarded",
-          "the result of tensor.to()/.cuda()/.cpu() is discarded: tensors are not moved in place",
+          "the result of tensor.to()/.cuda()/.float()/... is discarded: tensors are not converted in place",
           "assign the result: x = x.to(device)", "S"),
     _rule("TS013", "module-init-broken",
           "an nn.Module subclass has a misspelled __init__ or does not call super().__init__()",

@@ -13,7 +13,7 @@ import pytest
 from pytest_trainsafe.catalog import RULES
 from trainsafe_lint.cli import main
 
-BAD = "import torch.functional as F\n"
+BAD = "import torch.functional as F\ny = F.relu(x)\n"
 GOOD = "import torch.nn.functional as F\n"
 
 
@@ -105,9 +105,9 @@ def test_select_and_ignore_narrow_the_rules(tmp_path: Path, capsys) -> None:
 
 
 def test_noqa_silences_a_finding_on_its_line(tmp_path: Path, capsys) -> None:
-    (tmp_path / "a.py").write_text("import torch.functional as F  # noqa: TS014\n")
-    (tmp_path / "b.py").write_text("import torch.functional as F  # noqa\n")
-    (tmp_path / "c.py").write_text("import torch.functional as F  # noqa: TS001\n")
+    (tmp_path / "a.py").write_text("import torch.functional as F  # noqa: TS014\nF.relu(x)\n")
+    (tmp_path / "b.py").write_text("import torch.functional as F  # noqa\nF.relu(x)\n")
+    (tmp_path / "c.py").write_text("import torch.functional as F  # noqa: TS001\nF.relu(x)\n")
     code, out, _ = run(capsys, "lint", str(tmp_path))
     assert code == 1
     assert "c.py:1:1: TS014" in out and "a.py" not in out.replace("checked", "") and "b.py:" not in out

@@ -9,7 +9,7 @@ import pytest
 
 from trainsafe_lint.cli import main
 
-BAD = "import torch.functional as F\n"
+BAD = "import torch.functional as F\ny = F.relu(x)\n"
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from trainsafe_lint.cli import main
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
-BAD = "import torch.functional as F\n"
+BAD = "import torch.functional as F\ny = F.relu(x)\n"
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +46,7 @@ def test_github_format_emits_one_error_annotation_per_finding(capsys) -> None:
     assert code == 1
     assert out.strip() == (
         "::error file=bad.py,line=2,col=1,title=TS014::TS014 torch.functional is imported where "
-        "torch.nn.functional was meant"
+        "torch.nn.functional was meant (relu is not in torch.functional: use torch.nn.functional)"
     )
 
 

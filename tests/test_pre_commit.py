@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("pre_commit")
 ROOT = Path(__file__).resolve().parent.parent
-BAD = "import torch.functional as F\n"
+BAD = "import torch.functional as F\ny = F.relu(x)\n"
 GOOD = "import torch.nn.functional as F\n"
 
 

@@ -35,6 +35,7 @@ import libcst as cst
 
 from ..names import LOCAL, dotted
 from ..rule import FileContext, LintRule
+from ..tree import walk_nodes
 
 #: torch.nn classes that always own parameters.
 _ALWAYS = frozenset({
@@ -111,13 +112,7 @@ def _has_parameters(name: str, call: cst.Call) -> bool:
 
 def _walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """``node`` and its descendants, not entering nested functions, lambdas or classes."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        for child in current.children:
-            if not isinstance(child, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
-                stack.append(child)
+    return walk_nodes(node, into_scopes=False)
 
 
 def _self_attributes(node: cst.CSTNode, self_name: str) -> Set[str]:

@@ -299,3 +299,49 @@ def frame_values(frame: FrameType, limit: int = 256) -> Iterator[Tuple[str, Any]
     if owner is not None:
         for name, value in list(getattr(owner, "__dict__", {}).items())[:limit]:
             yield f"self.{name}", value
+
+
+# ---------------------------------------------------------------------------------------
+# Calls observed after they return (TS015 reads an optimizer's parameters once its
+# ``__init__`` ran; TS016 recognises the tensors ``GradScaler.scale`` returns). The
+# counterpart of :func:`on_call`, for subscribers that need the finished object or result.
+
+#: ``subscriber(args, kwargs, result)``: one call's arguments and what it returned.
+ReturnSubscriber = Callable[[tuple, dict, Any], None]
+_return_subscribers: "weakref.WeakKeyDictionary[Any, Dict[Tuple[int, str], List[ReturnSubscriber]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def on_return(hooks: Any, owner: Any, attribute: str, subscriber: ReturnSubscriber) -> None:
+    """Call ``subscriber(args, kwargs, result)`` after every call of ``owner.<attribute>`` that returns.
+
+    Wrapped once per test however many checks subscribe, removed with the test's
+    other hooks; transparent (same arguments, the same result returned, the
+    original's exceptions untouched, a subscriber's exception swallowed), and
+    silent while ``torch.compile`` traces. For a method patched on a class,
+    ``args[0]`` is the instance.
+    """
+    table = _return_subscribers.get(hooks)
+    if table is None:
+        table = _return_subscribers[hooks] = {}
+        hooks.on_remove(lambda: _return_subscribers.pop(hooks, None))
+    key = (id(owner), attribute)
+    if key in table:
+        table[key].append(subscriber)
+        return
+    listeners = table[key] = [subscriber]
+    original = getattr(owner, attribute)
+    hooks.on_remove(listeners.clear)
+
+    @functools.wraps(original)
+    def returned(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if not _is_compiling():
+            for listener in listeners:
+                try:
+                    listener(args, kwargs, result)
+                except Exception:  # a check's bug must never break the user's code
+                    pass
+        return result
+
+    hooks.patch(owner, attribute, returned)

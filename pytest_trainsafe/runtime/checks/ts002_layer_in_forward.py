@@ -156,7 +156,8 @@ class LayerInForward(RuntimeCheck):
         self._events = events
         self._module_type = nn.Module
         self._boundaries = frozenset({nn.Module._call_impl.__code__, nn.Module._wrapped_call_impl.__code__})
-        self._module_file = nn.Module.__setattr__.__code__.co_filename
+        # The file of nn.Module itself (not of __setattr__, which another check may wrap).
+        self._module_file = nn.Module._call_impl.__code__.co_filename
         #: Outermost forwards finished so far: tells one call from the next.
         self._serial = 0
         #: Modules already located during this outermost forward: registering module -> (serial, birth or None).
