@@ -15,7 +15,7 @@ import libcst as cst
 
 from ..names import dotted
 from ..patterns import Frame, Value, ValueTracer, method_name, reaching_binding, receiver
-from ..rule import FileContext, LintRule
+from ..rule import FileContext, Fix, LintRule
 
 #: Tensor methods that return a converted copy and leave the receiver unchanged.
 _CONVERSIONS = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "long", "int"})
@@ -181,7 +181,9 @@ class ToDeviceResultDiscarded(LintRule):
             return
         frame = self._tracer.here()
         if self._is_tensor(target, frame, 0):
-            self.report(node, f"{method_name(call)}() returns a new tensor")
+            assign = cst.Assign(targets=[cst.AssignTarget(target=target)], value=call)
+            self.report(node, f"{method_name(call)}() returns a new tensor",
+                        fix=Fix(assign, "assign the converted tensor back"))
 
     # -- is this expression known to be a tensor? ----------------------------------------------------
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, Set, Union
+from typing import Dict, Optional, Set, Union
 
 import libcst as cst
 
 from ..names import dotted
-from ..rule import FileContext, LintRule
+from ..rule import FileContext, Fix, LintRule
 
 #: What ``torch.functional`` has (torch 2.14: ``__all__`` plus the public names it imports,
 #: and members of older releases): tensor utilities, none of the layer functions people
@@ -114,4 +114,28 @@ class WrongFunctionalModule(LintRule):
     def _report_once(self, node: cst.CSTNode, detail: str) -> None:
         if id(node) not in self._reported:
             self._reported.add(id(node))
-            self.report(node, detail + ": use torch.nn.functional")
+            replacement = _with_nn_functional(node)
+            fix = Fix(replacement, "use torch.nn.functional") if replacement is not None else None
+            self.report(node, detail + ": use torch.nn.functional", fix=fix)
+
+
+_NN_FUNCTIONAL = cst.parse_expression("torch.nn.functional")
+
+
+def _with_nn_functional(node: cst.CSTNode) -> Optional[cst.CSTNode]:
+    """``node`` spelled with torch.nn.functional, or None where that could break another name."""
+    if isinstance(node, cst.Import):
+        return node.with_changes(names=[
+            alias.with_changes(name=_NN_FUNCTIONAL) if dotted(alias.name) == "torch.functional" else alias
+            for alias in node.names])
+    if isinstance(node, cst.ImportFrom) and node.module is not None and not isinstance(node.names, cst.ImportStar):
+        module = dotted(node.module)
+        names = [alias.name.value for alias in node.names if isinstance(alias.name, cst.Name)]
+        if module == "torch" and names == ["functional"]:
+            return node.with_changes(module=cst.parse_expression("torch.nn"))
+        if module == "torch.functional" and not set(names) & TORCH_FUNCTIONAL:
+            return node.with_changes(module=_NN_FUNCTIONAL)
+        return None
+    if isinstance(node, cst.Attribute) and dotted(node.value) == "torch.functional":
+        return node.with_changes(value=_NN_FUNCTIONAL)
+    return None
