@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from pytest_trainsafe.finding import Finding
 
 from .results import FileResult, LintError
 from .rule import FileContext, LintRule, RawFinding
-from .tree import fields_of, is_node
+from .tree import fields_of, is_node, walk_nodes
 
 _NOQA = re.compile(r"#\s*noqa(?::[\s]?(?P<codes>[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
 
@@ -156,25 +156,56 @@ def _analyse(source: str, path: str,
         return result, module, []
     if not (context.raw_findings or crashes):
         return result, module, []
-    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    positions = locate(module, [raw.node for raw in context.raw_findings] + [node for _, _, node in crashes])
     for code, exc, node in crashes:
-        line = positions[node].start.line if node in positions else 1
+        line = positions[node][0] if node in positions else 1
         result.errors.append(LintError(
             path, line, f"rule {code} crashed ({type(exc).__name__}: {exc}); the other rules still ran"))
     kept = _unsuppressed(positions, source, context.raw_findings)
     result.findings = _unique(sorted(
-        (Finding(raw.code, path, positions[raw.node].start.line, positions[raw.node].start.column + 1, raw.detail)
+        (Finding(raw.code, path, positions[raw.node][0], positions[raw.node][1] + 1, raw.detail)
          for raw in kept), key=lambda f: (f.line, f.col, f.code)))
     return result, module, kept
 
 
-def _unsuppressed(positions: Mapping[cst.CSTNode, CodeRange], source: str,
+def locate(module: cst.Module, nodes: Sequence[cst.CSTNode]) -> Dict[cst.CSTNode, Tuple[int, int]]:
+    """(line, 0-based column) of each node.
+
+    libcst's PositionProvider tracks every node of the whole file, several
+    times the cost of parsing it; here only the top-level statements that hold
+    a wanted node are positioned, each on its own, and shifted by the number of
+    lines before it (plain code generation, no tracking).
+    """
+    wanted = set(nodes)
+    found: Dict[cst.CSTNode, Tuple[int, int]] = {}
+    if module in wanted:
+        found[module] = (1, 0)
+    holders: Dict[int, List[cst.CSTNode]] = {}
+    for index, statement in enumerate(module.body):
+        for node in walk_nodes(statement):
+            if node in wanted:
+                holders.setdefault(index, []).append(node)
+    if not holders:
+        return found
+    line = 1 + sum(module.code_for_node(empty).count("\n") for empty in module.header)
+    for index, statement in enumerate(module.body):
+        if index in holders:
+            alone = module.with_changes(body=[statement], header=[], footer=[])
+            positions = MetadataWrapper(alone, unsafe_skip_copy=True).resolve(PositionProvider)
+            for node in holders[index]:
+                start = positions[node].start
+                found[node] = (line + start.line - 1, start.column)
+        line += module.code_for_node(statement).count("\n")
+    return found
+
+
+def _unsuppressed(positions: Mapping[cst.CSTNode, Tuple[int, int]], source: str,
                   raw_findings: List[RawFinding]) -> List[RawFinding]:
     """The raw findings whose line carries no ``# noqa`` that covers their code."""
     lines = source.splitlines()
     kept = []
     for raw in raw_findings:
-        line = positions[raw.node].start.line
+        line = positions[raw.node][0]
         text = lines[line - 1] if 0 < line <= len(lines) else ""
         if not _noqa_allows(text, raw.code):
             kept.append(raw)
