@@ -1419,6 +1419,7 @@ class LossFlow:
         self._bindings: Dict[str, List[_Binding]] = {}
         self.backward_calls: List[BackwardCall] = []
         self._graph_uses: Set[str] = set()
+        self._graph_reach: Optional[FrozenSet[str]] = None
         #: (node, its ancestors outermost first) for every node of a ``collect`` type, in source order.
         self.collected: List[Tuple[cst.CSTNode, Tuple[cst.CSTNode, ...]]] = []
         self._path: List[cst.CSTNode] = [scope]
@@ -1522,8 +1523,22 @@ class LossFlow:
         return frozenset(found)
 
     def backpropagated(self, text: str) -> bool:
-        """Whether ``text`` (a name, ``self.total``, ``stats['loss']``) is read by a backward / autograd call."""
-        return text in self._graph_uses
+        """Whether ``text`` (a name, ``self.total``, ``stats['loss']``) is read by a backward / autograd call,
+        directly or through names bound from it (``mean = total / n`` then ``mean.backward()``)."""
+        if self._graph_reach is None:
+            reach = set(self._graph_uses)
+            grown = True
+            while grown:
+                grown = False
+                for name, bindings in self._bindings.items():
+                    if name not in reach:
+                        continue
+                    for binding in bindings:
+                        if binding.value is not None and not self.mentions(binding.value) <= reach:
+                            reach |= self.mentions(binding.value)
+                            grown = True
+            self._graph_reach = frozenset(reach)
+        return text in self._graph_reach
 
     def _region(self, name: str, at: int) -> Tuple[Optional[_Binding], int, int]:
         """The binding of ``name`` visible at position ``at``, and the span until the next binding."""

@@ -278,14 +278,14 @@ def on_mode_change(hooks: Any, subscriber: ModeSubscriber) -> None:
 from types import FrameType  # noqa: E402  (appended section)
 from typing import Iterator  # noqa: E402
 
-from .location import _is_user_frame  # noqa: E402
+from .location import is_user_frame  # noqa: E402
 
 
 def user_frames(frame: Optional[FrameType], limit: int = 4) -> Iterator[FrameType]:
     """The first ``limit`` user frames (not torch, not a framework, not trainsafe) from ``frame`` outwards."""
     count = 0
     while frame is not None and count < limit:
-        if _is_user_frame(frame):
+        if is_user_frame(frame):
             count += 1
             yield frame
         frame = frame.f_back

@@ -1,0 +1,153 @@
+"""TS008 zero-grad-misplaced at runtime: an optimizer steps right after its gradients were cleared.
+
+What is watched:
+
+* every completed ``backward()`` (``torchutil.on_backward``) bumps a counter;
+* ``Optimizer.zero_grad`` and ``Module.zero_grad`` are wrapped (transparently, the
+  original runs unchanged). A ``zero_grad()`` is *suspicious* when a backward ran since
+  that optimizer's last step (for a module: since the last step of any optimizer):
+  then it may be wiping gradients nobody has used yet. Only a suspicious call is
+  located (a stack walk, capped per test); the normal orders cost two integer compares;
+* at ``step()`` (pre-hook), the optimizer is reported when a backward ran since its
+  previous step, the last thing that happened to it since that backward is a suspicious
+  ``zero_grad()`` (its own, or a module's holding its parameters), and its gradients
+  really are gone: every parameter's ``.grad`` is None or all zero (looked at on the
+  first parameter of each group first, on all of them only when those say so).
+
+The finding points at the ``zero_grad()`` line (the linter's line too), or at the step
+when that line could not be located. Not reported: ``zero_grad()`` before the backward
+or after the step, gradient accumulation, another optimizer's ``zero_grad()`` (a GAN),
+a closure that clears before its backward (LBFGS: the closure runs inside ``step()``, so
+a step during which backwards ran is judged again when it returns), gradients put
+back by hand after the ``zero_grad()`` (they are not None / zero at the step).
+Known miss: ``p.grad = None`` written by hand (no call to observe).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Tuple
+
+from ..events import Events
+from ..hooks import HookSet
+from ..location import Location, user_location
+from ..monitor import RuntimeCheck
+from ..torchutil import on_backward
+
+#: Suspicious zero_grad() calls located per test (a stack walk each); later ones report at the step.
+_LOCATED = 16
+
+
+def _all_params(optimizer: Any) -> Any:
+    for group in optimizer.param_groups:
+        yield from group["params"]
+
+
+def _cleared(grad: Any) -> bool:
+    return grad is None or not bool(grad.detach().any())
+
+
+class ZeroGradMisplaced(RuntimeCheck):
+    CODE = "TS008"
+
+    def install(self, events: Events, hooks: HookSet) -> None:
+        import torch
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        self._backwards = 0
+        self._steps = 0
+        self._located = 0
+        #: optimizer -> backward count at its last step
+        self._stepped: Any = WeakIdKeyDictionary()
+        #: optimizer / module -> (backward count when suspiciously zeroed, location or None)
+        self._zeroed: Any = WeakIdKeyDictionary()
+        self._zeroed_modules: Any = WeakIdKeyDictionary()
+        self._reported: Any = WeakIdKeyDictionary()
+        #: Backward count when the running step() began (a closure's backwards come after it).
+        self._backwards_at_step = 0
+        on_backward(hooks, self._on_backward)
+        events.step_pre.append(self._on_step_pre)
+        events.step_post.append(self._on_step_post)
+        hooks.patch(torch.optim.Optimizer, "zero_grad", self._wrap(torch.optim.Optimizer.zero_grad, self._zeroed))
+        hooks.patch(torch.nn.Module, "zero_grad", self._wrap(torch.nn.Module.zero_grad, self._zeroed_modules))
+
+    def _on_backward(self, roots: Any, create_graph: bool) -> None:
+        self._backwards += 1
+
+    def _wrap(self, original: Callable[..., Any], into: Any) -> Callable[..., Any]:
+        check = self
+
+        @functools.wraps(original)
+        def zero_grad(owner: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                check._on_zero_grad(owner, into)
+            except Exception:  # a bug here must never break the user's code
+                pass
+            return original(owner, *args, **kwargs)
+
+        return zero_grad
+
+    def _on_zero_grad(self, owner: Any, into: Any) -> None:
+        if self._backwards == 0:
+            return
+        since = self._stepped.get(owner, 0) if into is self._zeroed else self._last_step_backwards()
+        if self._backwards <= since:
+            into.pop(owner, None)
+            return  # no backward since the step: the usual place
+        where: Optional[Location] = None
+        if self._located < _LOCATED:
+            self._located += 1
+            where = user_location()
+        into[owner] = (self._backwards, where)
+
+    def _last_step_backwards(self) -> int:
+        return max(self._stepped.values(), default=0)
+
+    def _on_step_post(self, optimizer: Any) -> None:
+        try:
+            # ``optimizer.step(closure)`` runs the closure's backward inside step(), after the
+            # pre-hook: a closure that clears after its backward is judged here (the step has
+            # just used the cleared gradients, which are still None / zero).
+            if self._backwards > self._backwards_at_step:
+                self._judge(optimizer)
+            self._stepped[optimizer] = self._backwards
+            self._zeroed.pop(optimizer, None)
+        except Exception:
+            pass
+
+    def _on_step_pre(self, optimizer: Any) -> None:
+        try:
+            self._backwards_at_step = self._backwards
+            self._judge(optimizer)
+        except Exception:
+            pass
+
+    def _judge(self, optimizer: Any) -> None:
+        if self._backwards <= self._stepped.get(optimizer, 0) or optimizer in self._reported:
+            return
+        culprit = self._culprit(optimizer)
+        if culprit is None or not self._gradients_gone(optimizer):
+            return
+        self._reported[optimizer] = True
+        self.report(f"{type(optimizer).__name__}.step() after zero_grad(): "
+                    "the backward's gradients were cleared before the step used them", where=culprit[1])
+
+    def _culprit(self, optimizer: Any) -> Optional[Tuple[int, Optional[Location]]]:
+        """The suspicious zero_grad() since the last backward that cleared this optimizer's parameters."""
+        own = self._zeroed.get(optimizer)
+        if own is not None and own[0] == self._backwards:
+            return own
+        if not self._zeroed_modules:
+            return None
+        ids = {id(p) for p in _all_params(optimizer)}
+        for module, record in list(self._zeroed_modules.items()):
+            if record[0] == self._backwards and any(id(p) in ids for p in module.parameters()):
+                return record
+        return None
+
+    @staticmethod
+    def _gradients_gone(optimizer: Any) -> bool:
+        firsts = [group["params"][0] for group in optimizer.param_groups if group["params"]]
+        if not firsts or not all(_cleared(p.grad) for p in firsts):
+            return False
+        return all(_cleared(p.grad) for p in _all_params(optimizer))

@@ -1,0 +1,210 @@
+"""TS016 at runtime: the first non-finite loss or gradient, and the legitimate look-alikes.
+
+Each buggy loop marks the line the finding must point at with ``# TS016 here``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, List, Set, Tuple
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import devices
+from helpers import watch
+
+CODES = ["TS016"]
+
+
+def _marked(function: Callable) -> Set[Tuple[str, int]]:
+    lines, start = inspect.getsourcelines(function)
+    path = inspect.getsourcefile(function)
+    return {(path, start + i) for i, line in enumerate(lines) if "# TS016 here" in line}
+
+
+def _data(device: str = "cpu", n: int = 6) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(8, 4, generator=generator).to(device), torch.randn(8, 1, generator=generator).to(device))
+            for _ in range(n)]
+
+
+def _model(device: str = "cpu") -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).to(device)
+
+
+# -- the bug ---------------------------------------------------------------------------
+
+
+def diverging_learning_rate(device: str) -> None:
+    model = _model(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=50.0)
+    for x, y in _data(device, n=20):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()  # TS016 here
+
+
+@pytest.mark.parametrize("device", devices())
+def test_a_diverging_run_is_reported_once_at_the_step_with_the_step_number(device: str) -> None:
+    findings = watch(diverging_learning_rate, device, codes=CODES)
+    assert {(f.path, f.line) for f in findings} == _marked(diverging_learning_rate)
+    assert len(findings) == 1
+    assert "the loss is" in findings[0].message and "at step " in findings[0].message
+
+
+def log_of_zero() -> None:
+    model = _model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for x, y in _data():
+        optimizer.zero_grad()
+        loss = -torch.log(torch.sigmoid(model(x)) * 0).mean()
+        loss.backward()
+        optimizer.step()  # TS016 here
+
+
+def test_a_loss_that_is_infinite_from_the_start_is_reported_at_step_1() -> None:
+    (finding,) = watch(log_of_zero, codes=CODES)
+    assert (finding.path, finding.line) in _marked(log_of_zero)
+    assert "the loss is +Inf at step 1" in finding.message
+
+
+def gradient_only() -> None:
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, _ in _data():
+        optimizer.zero_grad()
+        out = model(x)
+        loss = (out - out.detach()).abs().sqrt().mean()  # 0, but d/dx sqrt(|x|) at 0 is NaN
+        loss.backward()
+        optimizer.step()  # TS016 here
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_names_the_parameter() -> None:
+    (finding,) = watch(gradient_only, codes=CODES)
+    assert (finding.path, finding.line) in _marked(gradient_only)
+    assert "the gradient of `model.2.weight` is not finite at step 1 (the loss is finite)" in finding.message \
+        or "the gradient of `model.0.weight` is not finite at step 1 (the loss is finite)" in finding.message
+
+
+def infinite_loss_term() -> None:
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in _data():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y) + torch.tensor(float("inf"))  # the gradients stay finite
+        loss.backward()
+        optimizer.step()  # TS016 here
+
+
+def test_an_infinite_loss_is_reported_even_when_its_gradients_are_finite() -> None:
+    (finding,) = watch(infinite_loss_term, codes=CODES)
+    assert {(finding.path, finding.line)} == _marked(infinite_loss_term)
+    assert "the loss is +Inf at step 1" in finding.message
+
+
+def nan_in_the_data_with_a_hand_written_update() -> None:
+    model = _model()
+    for x, y in _data(n=3):
+        y = y * float("nan")
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()  # TS016 here
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+                p.grad = None
+
+
+def test_without_an_optimizer_the_first_non_finite_backward_is_reported() -> None:
+    (finding,) = watch(nan_in_the_data_with_a_hand_written_update, codes=CODES)
+    assert {(finding.path, finding.line)} == _marked(nan_in_the_data_with_a_hand_written_update)
+    assert "the loss is NaN and no optimizer step followed" in finding.message
+
+
+# -- legitimate look-alikes: silent ------------------------------------------------------
+
+
+def finite_training() -> None:
+    model = _model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for x, y in _data():
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+
+
+def _scaled_training(fused: bool) -> None:
+    model = _model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
+    scaler = torch.amp.GradScaler("cpu", init_scale=3e38)  # scaled gradients overflow: the scaler skips
+    for x, y in _data(n=8):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    assert scaler.get_scale() < 3e38  # some steps really were skipped
+
+
+def grad_scaler_skipping_overflowing_steps() -> None:
+    _scaled_training(fused=False)
+
+
+def grad_scaler_with_a_fused_optimizer() -> None:
+    _scaled_training(fused=True)
+
+
+def guard_skipping_a_bad_batch() -> None:
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i, (x, y) in enumerate(_data()):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y) + (float("inf") if i == 0 else 0.0)
+        loss.backward()
+        if not torch.isfinite(loss):
+            continue
+        optimizer.step()
+
+
+def large_float16_gradients() -> None:
+    torch.manual_seed(0)
+    weight = nn.Parameter(torch.zeros(4096, dtype=torch.float16))
+    optimizer = torch.optim.SGD([weight], lr=1e-9)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (weight.float() * 60000.0).sum().backward()  # every gradient is 60000: its 2-norm overflows float16
+        optimizer.step()
+
+
+def sparse_gradients() -> None:
+    embedding = nn.Embedding(10, 4, sparse=True)
+    optimizer = torch.optim.SparseAdam(embedding.parameters(), lr=1e-2)
+    for _ in range(2):
+        optimizer.zero_grad()
+        embedding(torch.tensor([1, 2, 3])).sum().backward()
+        optimizer.step()
+
+
+def test_the_grad_scaler_is_restored_after_the_test() -> None:
+    original = torch.amp.GradScaler.scale
+    watch(grad_scaler_skipping_overflowing_steps, codes=CODES)
+    assert torch.amp.GradScaler.scale is original
+
+
+def meta_tensors() -> None:
+    model = nn.Linear(4, 1, device="meta")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4, device="meta")).sum().backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("loop", [finite_training, grad_scaler_skipping_overflowing_steps,
+                                  grad_scaler_with_a_fused_optimizer, guard_skipping_a_bad_batch,
+                                  large_float16_gradients, sparse_gradients, meta_tensors])
+def test_legitimate_loops_are_silent(loop: Callable) -> None:
+    assert watch(loop, codes=CODES) == []
