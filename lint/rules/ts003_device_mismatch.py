@@ -37,7 +37,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
 import libcst as cst
 
 from ..names import dotted
-from ..patterns import child_nodes
+from ..tree import child_nodes
 from ..rule import FileContext, LintRule
 
 _FACTORIES = frozenset({

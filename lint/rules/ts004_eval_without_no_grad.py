@@ -536,11 +536,25 @@ class EvalWithoutNoGrad(LintRule):
 
     def visit_Name(self, node: cst.Name) -> None:
         scope = self._scope
-        if scope is not None and _GRADIENT_WORDS.search(node.value):
+        if scope is not None and _GRADIENT_WORDS.search(node.value) and not self._clears_grad(node):
             scope.grad_work = True
             return
         if node.value in self._defined:
             self._note_reference(node)
+
+    def _clears_grad(self, node: cst.Name) -> bool:
+        """``p.grad = None`` / ``del p.grad``: a training loop's hand-written ``zero_grad()``, not gradient work."""
+        stack = self.context.stack
+        if node.value != "grad" or len(stack) < 4:
+            return False
+        attribute, holder = stack[-2], stack[-3]
+        if not (isinstance(attribute, cst.Attribute) and attribute.attr is node):
+            return False
+        if isinstance(holder, cst.Del):
+            return True
+        assign = stack[-4]
+        return isinstance(holder, cst.AssignTarget) and isinstance(assign, cst.Assign) \
+            and isinstance(assign.value, cst.Name) and assign.value.value == "None"
 
     def visit_Call(self, node: cst.Call) -> None:
         self._position += 1

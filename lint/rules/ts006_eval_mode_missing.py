@@ -48,8 +48,9 @@ from typing import Callable, List, Optional, Set
 import libcst as cst
 
 from ..names import dotted
-from ..patterns import (EITHER_MODE, EVAL_MODE, TRAIN_MODE, CallSite, ModeFlow, argument_names, bound_names,
-                        mode_change, related_receivers)
+from ..modes import (CallSite, EITHER_MODE, EVAL_MODE, ModeFlow, TRAIN_MODE, argument_names, mode_change,
+    related_receivers)
+from ..patterns import bound_names
 from ..rule import LintRule
 
 _EVAL_FUNCTION = re.compile(r"eval|valid|(^|_)val($|_)|(^|_)test|predict|infer|(^|_)score|metric|accuracy|"

@@ -45,8 +45,9 @@ from typing import Dict, List, Optional, Set, Tuple
 import libcst as cst
 
 from ..names import dotted
-from ..patterns import (EITHER_MODE, EVAL_MODE, TRAIN_MODE, CallSite, ModeFlow, SET_GRAD_ENABLED, last_component,
-                        method_name, mode_change, receiver_text, related_receivers)
+from ..modes import (CallSite, EITHER_MODE, EVAL_MODE, ModeFlow, TRAIN_MODE, last_component, mode_change,
+    related_receivers)
+from ..patterns import SET_GRAD_ENABLED, method_name, receiver_text
 from ..rule import LintRule
 
 _BACKWARD = frozenset({"backward", "manual_backward"})

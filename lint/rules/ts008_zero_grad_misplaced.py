@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Sequence
 import libcst as cst
 
 from ..names import dotted
-from ..patterns import calls_in, last_component, method_name, receiver_text
+from ..modes import last_component
+from ..patterns import calls_in, method_name, receiver_text
 from ..rule import LintRule
 
 _BACKWARD = frozenset({"backward", "manual_backward"})

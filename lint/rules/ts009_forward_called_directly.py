@@ -30,7 +30,8 @@ from typing import Dict, List, Optional, Set, Tuple
 import libcst as cst
 
 from ..names import dotted
-from ..patterns import is_torch_module_base, receiver
+from ..patterns import receiver
+from ..values import is_torch_module_base
 from ..rule import LintRule
 
 _MODULE_NAME = re.compile(

@@ -28,8 +28,9 @@ from typing import Optional, Set, Tuple
 
 import libcst as cst
 
-from ..patterns import (BACKWARD_METHODS, LossFlow, enclosing_scope, expression_text, in_no_grad, method_name,
-                        receiver)
+from ..loss_flow import BACKWARD_METHODS, LossFlow, expression_text
+from ..patterns import in_no_grad, method_name, receiver
+from ..values import enclosing_scope
 from ..rule import LintRule
 
 _LOOPS = (cst.For, cst.While)

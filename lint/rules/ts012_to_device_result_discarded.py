@@ -14,7 +14,8 @@ from typing import List, Optional, Tuple
 import libcst as cst
 
 from ..names import dotted
-from ..patterns import Frame, Value, ValueTracer, method_name, reaching_binding, receiver
+from ..patterns import method_name, receiver
+from ..values import Frame, Value, ValueTracer, reaching_binding
 from ..rule import FileContext, Fix, LintRule
 
 #: Tensor methods that return a converted copy and leave the receiver unchanged.

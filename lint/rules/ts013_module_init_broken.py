@@ -13,7 +13,8 @@ from typing import List, Optional
 
 import libcst as cst
 
-from ..patterns import ValueTracer, is_module_class, is_torch_module_base, walk_nodes
+from ..tree import walk_nodes
+from ..values import ValueTracer, is_module_class, is_torch_module_base
 from ..rule import FileContext, LintRule
 
 _INIT = "__init__"

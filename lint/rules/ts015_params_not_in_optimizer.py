@@ -28,7 +28,8 @@ from typing import Dict, FrozenSet, List, Set, Tuple
 import libcst as cst
 
 from ..names import dotted
-from ..patterns import enclosing_scope, method_name, receiver, receiver_text
+from ..patterns import method_name, receiver, receiver_text
+from ..values import enclosing_scope
 from ..tree import child_nodes, walk_nodes
 from ..rule import LintRule
 

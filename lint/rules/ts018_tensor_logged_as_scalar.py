@@ -26,7 +26,9 @@ from typing import FrozenSet, Optional, Set
 
 import libcst as cst
 
-from ..patterns import LossFlow, enclosing_scope, loss_module_names, method_name
+from ..loss_flow import LossFlow, loss_module_names
+from ..patterns import method_name
+from ..values import enclosing_scope
 from ..rule import LintRule
 
 _METHODS = frozenset({"add_scalar", "add_scalars"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from ..patterns import ActivationBeforeLoss, FusedLoss
+from ..fused_loss import ActivationBeforeLoss, FusedLoss
 from ..rule import FileContext, LintRule
 
 BCE_WITH_LOGITS = FusedLoss(
