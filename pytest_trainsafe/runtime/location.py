@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from types import FrameType
-from typing import Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 # Top-level packages whose frames are never "the user's line". The reference
 # loops in pytest_trainsafe.loops are user code on purpose: they stand in for it.
@@ -53,3 +53,23 @@ def user_location(frame: Optional[FrameType] = None) -> Location:
     if fallback is None:
         return "<unknown>", 0
     return fallback.f_code.co_filename, fallback.f_lineno
+
+
+def user_frames(frame: Optional[FrameType], limit: int = 4) -> Iterator[FrameType]:
+    """The first ``limit`` user frames (not torch, not a framework, not trainsafe) from ``frame`` outwards."""
+    count = 0
+    while frame is not None and count < limit:
+        if is_user_frame(frame):
+            count += 1
+            yield frame
+        frame = frame.f_back
+
+
+def frame_values(frame: FrameType, limit: int = 256) -> Iterator[Tuple[str, Any]]:
+    """``(name, value)`` of a frame's locals, then ``("self.<attr>", value)`` of its ``self``'s attributes."""
+    local_values = list(frame.f_locals.items())[:limit]
+    yield from ((name, value) for name, value in local_values if name != "self")
+    owner = frame.f_locals.get("self")
+    if owner is not None:
+        for name, value in list(getattr(owner, "__dict__", {}).items())[:limit]:
+            yield f"self.{name}", value

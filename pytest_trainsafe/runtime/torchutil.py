@@ -272,36 +272,6 @@ def on_mode_change(hooks: Any, subscriber: ModeSubscriber) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# The user's frames, for a check's rare path (TS011 finds the accumulator in them, TS016
-# the model that owns a parameter): walked only when a finding is being made.
-
-from types import FrameType  # noqa: E402  (appended section)
-from typing import Iterator  # noqa: E402
-
-from .location import is_user_frame  # noqa: E402
-
-
-def user_frames(frame: Optional[FrameType], limit: int = 4) -> Iterator[FrameType]:
-    """The first ``limit`` user frames (not torch, not a framework, not trainsafe) from ``frame`` outwards."""
-    count = 0
-    while frame is not None and count < limit:
-        if is_user_frame(frame):
-            count += 1
-            yield frame
-        frame = frame.f_back
-
-
-def frame_values(frame: FrameType, limit: int = 256) -> Iterator[Tuple[str, Any]]:
-    """``(name, value)`` of a frame's locals, then ``("self.<attr>", value)`` of its ``self``'s attributes."""
-    local_values = list(frame.f_locals.items())[:limit]
-    yield from ((name, value) for name, value in local_values if name != "self")
-    owner = frame.f_locals.get("self")
-    if owner is not None:
-        for name, value in list(getattr(owner, "__dict__", {}).items())[:limit]:
-            yield f"self.{name}", value
-
-
-# ---------------------------------------------------------------------------------------
 # Calls observed after they return (TS015 reads an optimizer's parameters once its
 # ``__init__`` ran; TS016 recognises the tensors ``GradScaler.scale`` returns). The
 # counterpart of :func:`on_call`, for subscribers that need the finished object or result.

@@ -197,7 +197,7 @@ def _graph_nodes(node: Any, sequences: Set[int]) -> Set[int]:
 
 def _find_accumulator(start: FrameType, sequences: Set[int], at_least: int) -> Optional[Tuple[Location, str]]:
     """Where (user line) and which variable holds ``at_least`` of the live losses, if a calling frame shows it."""
-    from ..torchutil import frame_values, user_frames
+    from ..location import frame_values, user_frames
 
     for frame in user_frames(start, _FRAMES):
         for name, value in frame_values(frame, _VALUES):

@@ -165,7 +165,7 @@ def _parameter_name(parameter: Any, start: Any) -> str:
     """```model.fc.weight``` if a calling frame holds the model, else the parameter's shape."""
     import torch
 
-    from ..torchutil import frame_values, user_frames
+    from ..location import frame_values, user_frames
 
     for frame in user_frames(start):
         for name, value in frame_values(frame):
