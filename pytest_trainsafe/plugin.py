@@ -54,7 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(option.name, option.help, type="bool", default=False)
         else:
             group.addoption(option.flag, action="store", default=None, dest=option.dest, help=option.help)
-            parser.addini(option.name, option.help, type="string", default="")
+            # Codes may be a TOML list or a comma/space separated string.
+            parser.addini(option.name, option.help, type="args" if option.kind == "codes" else "string",
+                          default=[] if option.kind == "codes" else "")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,7 +65,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "trainsafe(ignore=[...], select=[...]): narrow the trainsafe rules checked in this test",
     )
     cli = {o.name: config.getoption(o.dest) for o in OPTIONS}
-    ini = {o.name: config.getini(o.name) for o in OPTIONS}
+    ini = {}
+    for option in OPTIONS:
+        try:
+            ini[option.name] = config.getini(option.name)
+        except (ValueError, pytest.UsageError) as exc:  # e.g. "invalid truth value 'maybe'"
+            raise pytest.UsageError(
+                f"trainsafe: invalid value for the {option.name} ini option in {config.inipath}: {exc}") from None
     try:
         config.stash[SETTINGS_KEY] = resolve(cli, ini)
     except UnknownCodeError as exc:
@@ -77,7 +85,8 @@ def pytest_report_header(config: pytest.Config) -> Optional[str]:
     if not settings.enabled:
         return None
     mode = "warn" if settings.warn else "fail"
-    return f"trainsafe: on ({mode}), rules {', '.join(sorted(settings.codes))}"
+    rules = ", ".join(sorted(settings.codes)) or "none (no selected rule has a runtime check)"
+    return f"trainsafe: on ({mode}), rules {rules}"
 
 
 def _settings_for(item: pytest.Item) -> Settings:
@@ -122,6 +131,20 @@ class TrainsafeFixture:
     @property
     def codes(self) -> set:
         return {finding.code for finding in self.findings}
+
+    def check_device_portable(self, model: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``model(*args, **kwargs)`` once on a stand-in CUDA device (fake tensors, no GPU needed).
+
+        Code that would put a tensor on the wrong device on a GPU (a tensor made
+        in forward without ``device=``, a hard-coded ``.cpu()``) is reported as
+        TS003 at its line; the model and the test's own state are left untouched.
+        """
+        from .runtime.standin_device import check_device_portable
+
+        report = check_device_portable(model, *args, **kwargs)
+        for finding in report.findings:
+            self._monitor.report(finding.code, finding.detail, where=(finding.path, finding.line), **finding.extra)
+        return report
 
     def clear(self) -> None:
         self._monitor.findings.clear()

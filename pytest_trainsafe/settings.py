@@ -44,11 +44,12 @@ def runtime_codes() -> List[str]:
 
 
 def split_codes(value: Any) -> List[str]:
+    """Codes from a string (``"TS001, TS002"``) or a list whose items may hold several."""
     if value is None:
         return []
     if isinstance(value, str):
-        value = value.replace(",", " ").split()
-    return [str(v).strip() for v in value if str(v).strip()]
+        value = [value]
+    return [code for item in value for code in str(item).replace(",", " ").split()]
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Settings:
 
     def narrowed(self, select: Sequence[str], ignore: Sequence[str], origin: str) -> "Settings":
         """These settings with a marker's (or any later layer's) select/ignore applied."""
-        codes = set(expand_codes(select, origin)) if select else set(self.codes)
+        codes = set(expand_codes(select, origin)) & detectors.runtime_codes() if select else set(self.codes)
         codes -= set(expand_codes(ignore, origin))
         return replace(self, codes=frozenset(codes))
 
@@ -70,7 +71,7 @@ def resolve(cli: dict, ini: dict) -> Settings:
 
     def pick(name: str) -> tuple:
         if cli.get(name) not in (None, False, [], ""):
-            return cli[name], f"the {name.replace('_', '-')} command-line option"
+            return cli[name], "--" + name.replace("_", "-")
         return ini.get(name), f"the {name} ini option"
 
     enabled, _ = pick("trainsafe")
@@ -81,7 +82,7 @@ def resolve(cli: dict, ini: dict) -> Settings:
     codes: Iterable[str] = expand_codes(split_codes(select), select_origin) if split_codes(select) else runtime_codes()
     ignored = set(expand_codes(split_codes(ignore), ignore_origin))
     return Settings(bool(enabled), bool(warn), json_path or None,
-                    frozenset(c for c in codes if c not in ignored))
+                    frozenset(c for c in codes if c not in ignored and c in detectors.runtime_codes()))
 
 
 __all__ = ["OPTIONS", "Settings", "resolve", "UnknownCodeError", "runtime_codes"]

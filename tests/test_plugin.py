@@ -77,7 +77,7 @@ def test_an_unknown_code_is_a_usage_error_that_names_it(pytester: pytest.Pyteste
     pytester.makepyfile(test_clean=CLEAN)
     result = pytester.runpytest_inprocess("--trainsafe", "--trainsafe-ignore", "TS999")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown rule code 'TS999' in the trainsafe-ignore command-line option*"])
+    result.stderr.fnmatch_lines(["*unknown rule code 'TS999' in --trainsafe-ignore*"])
 
 
 def test_an_unknown_code_in_ini_names_the_ini_option(pytester: pytest.Pytester) -> None:
@@ -170,3 +170,29 @@ def test_the_fixture_sees_conclusions_drawn_at_the_end_of_a_run(pytester: pytest
             assert trainsafe.codes == {"TS004"}
     """)
     pytester.runpytest_inprocess().assert_outcomes(passed=1)
+
+
+def test_the_fixture_probes_a_model_on_a_stand_in_gpu(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_portable="""
+        import torch
+        from torch import nn
+
+        class Positional(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.proj = nn.Linear(4, 4)
+
+            def forward(self, x):
+                position = torch.arange(x.shape[1]).float()
+                return self.proj(x) + position
+
+        def test_a_cpu_only_tensor_in_forward_is_found_without_a_gpu(trainsafe):
+            trainsafe.check_device_portable(Positional(), torch.randn(2, 4))
+            assert trainsafe.codes == {"TS003"}
+            assert trainsafe.findings[0].line == 11
+
+        def test_a_portable_model_is_clean(trainsafe):
+            report = trainsafe.check_device_portable(nn.Linear(4, 2), torch.randn(2, 4))
+            assert report.findings == [] and trainsafe.codes == set()
+    """)
+    pytester.runpytest_inprocess().assert_outcomes(passed=2)

@@ -51,15 +51,16 @@ class ChildRanks:
             return
         import torch.multiprocessing as torch_mp
 
-        self.report_dir = tempfile.mkdtemp(prefix="trainsafe-ranks-")
-        hooks.on_remove(lambda: shutil.rmtree(self.report_dir, ignore_errors=True))
+        hooks.on_remove(lambda: self.report_dir and shutil.rmtree(self.report_dir, ignore_errors=True))
         original = spawn_module.start_processes
         codes = sorted(self.monitor.codes)
-        report_dir = self.report_dir
 
         def start_processes(fn: Callable[..., Any], args: tuple = (), nprocs: int = 1, join: bool = True,
                             daemon: bool = False, start_method: str = "spawn") -> Any:
-            return original(_watched_child, (fn, codes, report_dir, *args), nprocs, join, daemon, start_method)
+            if not self.report_dir:  # made on first use: most tests never spawn a process
+                self.report_dir = tempfile.mkdtemp(prefix="trainsafe-ranks-")
+            return original(_watched_child, (fn, codes, self.report_dir, *args), nprocs, join, daemon,
+                            start_method)
 
         # spawn() calls the module-level name; users may call either public name.
         hooks.patch(spawn_module, "start_processes", start_processes)

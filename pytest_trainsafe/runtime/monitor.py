@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from functools import lru_cache
 from types import FrameType
 from typing import ClassVar, Dict, Iterable, List, Optional, Set, Tuple, Type
 
@@ -44,8 +45,9 @@ class RuntimeCheck:
         self.monitor.report(self.CODE, detail, where=where, frame=frame, **extra)
 
 
+@lru_cache(maxsize=None)
 def runtime_checks() -> Dict[str, Type[RuntimeCheck]]:
-    """Every runtime check, by code, discovered from the ``checks`` package."""
+    """Every runtime check, by code, discovered once per process from the ``checks`` package."""
     from . import checks
 
     found: Dict[str, Type[RuntimeCheck]] = {}
