@@ -70,12 +70,12 @@ class ZeroGradMissing(RuntimeCheck):
     CODE = "TS001"
 
     def install(self, events: Events, hooks: HookSet) -> None:
-        from torch.utils.weak import WeakIdKeyDictionary
+        from ..torchutil import IdentityMap  # WeakIdKeyDictionary's semantics, ~10x cheaper per lookup
 
         self._hooks = hooks
-        self._states: Any = WeakIdKeyDictionary()
-        self._stale: Any = WeakIdKeyDictionary()
-        self._hooked: Any = WeakIdKeyDictionary()
+        self._states: Any = IdentityMap()
+        self._stale: Any = IdentityMap()
+        self._hooked: Any = IdentityMap()
         #: Optimizers already reported (one finding per optimizer: no stack walk per buggy step).
         self._reported: "weakref.WeakSet[Any]" = weakref.WeakSet()
         #: How many times a parameter became stale, and that count when the running step began:
