@@ -6,15 +6,16 @@ leave_Module, when the whole file has been seen.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import libcst as cst
 
 from .names import dotted
 from .patterns import _SAME_MODULE_METHODS, bound_names, in_no_grad, method_name, receiver
-from .rule import FileContext
+from .rule import FileContext, LintRule
 from .tree import child_nodes
 
 # ---------------------------------------------------------------------------------------
@@ -455,3 +456,79 @@ class ModeFlow:
         if _NOT_MODEL_NAME.search(last):
             return False
         return bool(_MODEL_NAME.search(last)) or last in self.module_receivers
+
+    # -- local functions and their callers ------------------------------------------------
+
+    def calls_local(self, site: CallSite) -> bool:
+        """Whether the call calls a function of this file (``helper(...)``, ``self.helper(...)``)."""
+        return site.name in self.functions and (site.method is None or site.receiver in ("self", "cls"))
+
+    def local_closure(self, predicate: Callable[[CallSite, Set[str]], bool]) -> Set[str]:
+        """Names of the local functions with a call satisfying ``predicate(site, found_so_far)``, directly
+        or through other such local functions (a fixed point over the file's call graph)."""
+        found: Set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for name, definitions in self.functions.items():
+                if name not in found and any(predicate(s, found) for d in definitions for s in self.sites_in(d)):
+                    found.add(name)
+                    changed = True
+        return found
+
+    def model_at_callers(self, function: cst.FunctionDef,
+                         model: str) -> Optional[List[Tuple[CallSite, Optional[str]]]]:
+        """Each call of ``function`` in this file, with what it names ``model`` there: the dotted text of
+        the argument bound to the parameter ``model``, ``self.X`` itself for a method called on ``self``,
+        else None. None when the callers are unknown (see :meth:`callers`): a rule following a model up
+        its callers judges each of them by the model's name in that caller."""
+        callers = self.callers(function)
+        if not callers:
+            return None
+        position = self.parameter_index(function, model) if "." not in model else None
+        passed: List[Tuple[CallSite, Optional[str]]] = []
+        for caller in callers:
+            if position is not None:
+                value = self.argument(caller.call, position)
+                text = dotted(value) if value is not None else None
+            elif model.startswith("self.") and caller.receiver == "self":
+                text = model
+            else:
+                text = None
+            passed.append((caller, text))
+        return passed
+
+
+def is_test_function(scope: cst.CSTNode, path: str) -> bool:
+    """A pytest test: a ``test*`` function in a test file (``test_*.py``, ``*_test.py``, ``conftest.py``),
+    or one without parameters anywhere. Its forwards and steps are checks (a test may train in eval mode
+    on purpose, for determinism), not an evaluation or a training pass."""
+    if not isinstance(scope, cst.FunctionDef) or not scope.name.value.startswith("test"):
+        return False
+    name = os.path.basename(path)
+    return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py" or not scope.params.params
+
+
+class ModeFlowRule(LintRule):
+    """A rule built on the file's shared :class:`ModeFlow` (``self._flow``), with the ``visit_*`` methods
+    that feed it. Each rule keeps its own ``visit_Call``: it records the call, then looks at it."""
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__(context)
+        self._flow = ModeFlow.shared(context)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self._flow.record_assign(node)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._flow.record_assign(node)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._flow.record_function(node)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._flow.record_class(node)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self._flow.record_name(node)

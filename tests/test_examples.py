@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Set
 
 import pytest
 
-from helpers import expected, lint, load_script, watch
+from helpers import expected, lint, load_script, single_thread, watch
 from pytest_trainsafe import detectors
 from pytest_trainsafe.finding import Finding
 
@@ -50,11 +50,9 @@ def _code_of(script: Path) -> str:
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    pytest.importorskip("torch")
+    with single_thread():
+        yield
 
 
 def _run_main(script: Path, *, may_raise: bool) -> List[Finding]:

@@ -40,18 +40,16 @@ Deliberately not reported:
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Set
+from typing import List, Optional, Set
 
 import libcst as cst
 
 from ..names import dotted
-from ..modes import (CallSite, EITHER_MODE, EVAL_MODE, ModeFlow, TRAIN_MODE, argument_names, mode_change,
-    related_receivers)
+from ..modes import (CallSite, EITHER_MODE, EVAL_MODE, ModeFlow, ModeFlowRule, TRAIN_MODE, argument_names,
+    is_test_function, mode_change, related_receivers)
 from ..patterns import bound_names
-from ..rule import LintRule
 
 _EVAL_FUNCTION = re.compile(r"eval|valid|(^|_)val($|_)|(^|_)test|predict|infer|(^|_)score|metric|accuracy|"
                             r"(^|_)acc($|_)|benchmark", re.I)
@@ -73,12 +71,7 @@ class _Candidate:
     loop: cst.CSTNode
 
 
-def _is_test_file(path: str) -> bool:
-    name = os.path.basename(path)
-    return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
-
-
-class EvalModeMissing(LintRule):
+class EvalModeMissing(ModeFlowRule):
     CODE = "TS006"
     TRIGGERS = ("no_grad", "inference_mode", "set_grad_enabled")
 
@@ -327,7 +320,6 @@ class EvalModeMissing(LintRule):
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
         super().__init__(context)
-        self._flow = ModeFlow.shared(context)
         self._candidates: List[_Candidate] = []
         #: Loops (by id) that compare values with == / !=: accuracy counting.
         self._comparing: Set[int] = set()
@@ -345,22 +337,6 @@ class EvalModeMissing(LintRule):
         if loops:
             self._candidates.append(_Candidate(site, loops[0]))
 
-    def visit_Assign(self, node: cst.Assign) -> None:
-        self._flow.record_assign(node)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if node.value is not None:
-            self._flow.record_assign(node)
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._flow.record_function(node)
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self._flow.record_class(node)
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self._flow.record_name(node)
-
     def visit_Comparison(self, node: cst.Comparison) -> None:
         if any(isinstance(t.operator, (cst.Equal, cst.NotEqual)) for t in node.comparisons):
             for ancestor in self.context.ancestors():
@@ -373,8 +349,8 @@ class EvalModeMissing(LintRule):
     def leave_Module(self, node: cst.Module) -> None:
         if not self._candidates:
             return
-        self._eval_functions = self._local_closure(self._sets_eval)
-        self._training_functions = self._local_closure(self._trains)
+        self._eval_functions = self._flow.local_closure(self._sets_eval)
+        self._training_functions = self._flow.local_closure(self._trains)
         reported: Set[int] = set()
         for candidate in self._candidates:
             site = candidate.site
@@ -397,32 +373,12 @@ class EvalModeMissing(LintRule):
         if not _varies(loop, site, self._flow) or _over_literal(loop):
             return False
         function = site.scope
-        if isinstance(function, cst.FunctionDef):
-            name = function.name.value
-            if name.startswith("test") and (_is_test_file(self.context.path) or not function.params.params):
-                return False  # a pytest test: its forwards are checks, not an evaluation pass
-            if _EVAL_FUNCTION.search(name):
-                return True
+        if is_test_function(function, self.context.path):
+            return False  # a pytest test: its forwards are checks, not an evaluation pass
+        if isinstance(function, cst.FunctionDef) and _EVAL_FUNCTION.search(function.name.value):
+            return True
         return id(loop) in self._comparing or any(
             s is not site and s.name is not None and _METRIC_CALL.search(s.name) for s in inside)
-
-    def _local_closure(self, predicate: Callable[[CallSite, Set[str]], bool]) -> Set[str]:
-        """Names of the local functions with a call satisfying ``predicate``, directly or through
-        other such local functions (a fixed point over the file's call graph)."""
-        flow = self._flow
-        found: Set[str] = set()
-        changed = True
-        while changed:
-            changed = False
-            for name, definitions in flow.functions.items():
-                if name not in found and any(predicate(s, found) for d in definitions for s in flow.sites_in(d)):
-                    found.add(name)
-                    changed = True
-        return found
-
-    def _local(self, site: CallSite) -> bool:
-        """Whether the call calls a function of this file (``helper(...)``, ``self.helper(...)``)."""
-        return site.name in self._flow.functions and (site.method is None or site.receiver in ("self", "cls"))
 
     def _trains(self, site: CallSite, local_training: Set[str]) -> bool:
         """A call that runs training steps: backward / step, a local function that does, or an unknown
@@ -432,7 +388,7 @@ class EvalModeMissing(LintRule):
             return False
         if name in _TRAINING:
             return True
-        if self._local(site):
+        if self._flow.calls_local(site):
             return name in local_training
         return "train" in name.lower() or name == "fit"
 
@@ -442,7 +398,7 @@ class EvalModeMissing(LintRule):
         name = site.name
         if name is None:
             return False
-        if self._local(site):
+        if self._flow.calls_local(site):
             return name in local_eval
         return "eval" in name.lower()
 
@@ -474,21 +430,12 @@ class EvalModeMissing(LintRule):
         return self._state_at_callers(scope, model, depth)
 
     def _state_at_callers(self, function: cst.FunctionDef, model: str, depth: int) -> Optional[str]:
-        flow = self._flow
         if depth >= 3:
             return None
-        callers = flow.callers(function)
-        if not callers:
+        passed = self._flow.model_at_callers(function, model)
+        if not passed:
             return None
-        position = flow.parameter_index(function, model) if "." not in model else None
-        for caller in callers:
-            if position is not None:
-                value = flow.argument(caller.call, position)
-                text = dotted(value) if value is not None else None
-            elif model.startswith("self.") and caller.receiver == "self":
-                text = model
-            else:
-                text = None
+        for caller, text in passed:
             if text is None or self._state(caller, text, depth + 1) != _TRAIN:
                 return None
         return _TRAIN

@@ -21,6 +21,8 @@ never calls ``train()``.
 
 Deliberately not reported:
 
+* a model call in a loop whose backward runs only in a nested loop (a one-batch check in the
+  epoch loop, after the batch loop that trains: not a training call);
 * any ``train()`` on the model, on something containing it (``self.train()``) or inside
   it (``model.head.train()``: partial training on purpose), ``train(flag)``, a helper of
   this file that calls ``train(...)``, or an unknown function named like ``*train*`` /
@@ -38,17 +40,15 @@ Deliberately not reported:
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Dict, List, Optional, Set, Tuple
 
 import libcst as cst
 
 from ..names import dotted
-from ..modes import (CallSite, EITHER_MODE, EVAL_MODE, ModeFlow, TRAIN_MODE, last_component, mode_change,
-    related_receivers)
+from ..modes import (CallSite, EITHER_MODE, EVAL_MODE, ModeFlowRule, TRAIN_MODE, is_test_function, last_component,
+    mode_change, related_receivers)
 from ..patterns import SET_GRAD_ENABLED, method_name, receiver_text
-from ..rule import LintRule
 
 _BACKWARD = frozenset({"backward", "manual_backward"})
 #: Unknown functions that may well switch a model back to train mode.
@@ -59,12 +59,7 @@ _FREEZES = re.compile(r"requires_grad\s*=\s*False|requires_grad_\(\s*(?:requires
 _PARAMETERS = re.compile(r"([A-Za-z_][\w.]*)\.(?:named_)?parameters\s*\(")
 
 
-def _is_test_file(path: str) -> bool:
-    name = os.path.basename(path)
-    return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
-
-
-class TrainModeNotRestored(LintRule):
+class TrainModeNotRestored(ModeFlowRule):
     CODE = "TS007"
     TRIGGERS = (".eval(", "train(False", "train(mode=False")
 
@@ -317,7 +312,6 @@ class TrainModeNotRestored(LintRule):
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
         super().__init__(context)
-        self._flow = ModeFlow.shared(context)
         #: (training call, its training loop) candidates.
         self._candidates: List[Tuple[CallSite, cst.CSTNode]] = []
         self._optimizer_args: List[str] = []
@@ -353,9 +347,6 @@ class TrainModeNotRestored(LintRule):
                         return True
         return False
 
-    def visit_Assign(self, node: cst.Assign) -> None:
-        self._flow.record_assign(node)
-
     def visit_For(self, node: cst.For) -> None:
         """``for p in M.parameters(): p.requires_grad = False``: M is (partly) frozen."""
         iterable = node.iter
@@ -363,19 +354,6 @@ class TrainModeNotRestored(LintRule):
             target = receiver_text(iterable)
             if target is not None and _FREEZES.search(cst.Module([]).code_for_node(node.body)):
                 self._frozen.add(target)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if node.value is not None:
-            self._flow.record_assign(node)
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._flow.record_function(node)
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self._flow.record_class(node)
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self._flow.record_name(node)
 
     # -- judging -----------------------------------------------------------------------
 
@@ -393,7 +371,7 @@ class TrainModeNotRestored(LintRule):
                 continue
             if any(related_receivers(frozen, model) for frozen in self._frozen):
                 continue  # (partly) frozen: eval mode on the whole model may be on purpose (a linear probe)
-            if not self._training_loop(loop, site) or self._in_test(site):
+            if not self._training_loop(loop, site) or is_test_function(site.scope, self.context.path):
                 continue
             culprit = self._eval_reaching(site, model)
             if culprit is None or id(culprit) in reported or self._flow.known_plain(model, site.scope):
@@ -416,42 +394,29 @@ class TrainModeNotRestored(LintRule):
         return found
 
     def _training_loop(self, loop: cst.CSTNode, site: CallSite) -> bool:
-        """The loop runs an unconditional backward and some step: it trains on every iteration."""
+        """The loop runs an unconditional backward and some step: it trains on every iteration.
+
+        The backward must be in the loop's own body, not in a loop nested in it: a model call
+        in an epoch loop next to the inner batch loop (a one-batch check after each epoch's
+        training) is not a training call.
+        """
         inside = [s for s in self._flow.sites_in(loop) if s.scope is site.scope]
         if not any(s.name == "step" for s in inside):
             return False
         for s in inside:
             if s.name in _BACKWARD or s.qualified == "torch.autograd.backward":
                 path = s.ancestors[next(i for i, a in enumerate(s.ancestors) if a is loop):]
-                if not any(isinstance(a, cst.If) for a in path):
+                if not any(isinstance(a, (cst.If, cst.For, cst.While)) for a in path[1:]):
                     return True
         return False
 
-    def _in_test(self, site: CallSite) -> bool:
-        scope = site.scope
-        return isinstance(scope, cst.FunctionDef) and scope.name.value.startswith("test") and (
-            _is_test_file(self.context.path) or not scope.params.params)
-
     # -- mode changes ------------------------------------------------------------------
-
-    def _local(self, site: CallSite) -> bool:
-        return site.name in self._flow.functions and (site.method is None or site.receiver in ("self", "cls"))
 
     def _functions_setting_train(self) -> Set[str]:
         """Local functions that call ``train(...)`` (any receiver, any mode but False), directly or not."""
         flow = self._flow
-        found: Set[str] = set()
-        changed = True
-        while changed:
-            changed = False
-            for name, definitions in flow.functions.items():
-                if name in found:
-                    continue
-                if any(mode_change(s.call) in (TRAIN_MODE, EITHER_MODE) or (self._local(s) and s.name in found)
-                       for d in definitions for s in flow.sites_in(d)):
-                    found.add(name)
-                    changed = True
-        return found
+        return flow.local_closure(lambda s, found: mode_change(s.call) in (TRAIN_MODE, EITHER_MODE)
+                                  or (flow.calls_local(s) and s.name in found))
 
     def _functions_leaving_eval(self) -> Dict[str, Dict[str, CallSite]]:
         """Per local function (defined once), the receivers (a parameter, or ``self.X``) whose last
@@ -478,7 +443,7 @@ class TrainModeNotRestored(LintRule):
             return site.receiver is None or related_receivers(site.receiver, model)
         if change is not None or site.name is None or site.func_text == model:
             return False
-        if self._local(site):
+        if self._flow.calls_local(site):
             return site.name in self._local_train
         if site.qualified is not None and site.qualified.startswith("torch."):
             return False
@@ -488,7 +453,7 @@ class TrainModeNotRestored(LintRule):
         """The ``eval()`` call that ``site`` makes on ``model``, directly or through a local helper."""
         if mode_change(site.call) == EVAL_MODE and site.receiver == model:
             return site
-        if not self._local(site) or site.name not in self._leaves_eval:
+        if not self._flow.calls_local(site) or site.name not in self._leaves_eval:
             return None
         function = self._flow.functions[site.name][0]
         for text, inner in self._leaves_eval[site.name].items():
@@ -515,13 +480,7 @@ class TrainModeNotRestored(LintRule):
         scope = target.scope
         if not isinstance(scope, cst.FunctionDef):
             return None
-        position = flow.parameter_index(scope, model) if "." not in model else None
-        for caller in flow.callers(scope) or ():
-            if position is not None:
-                value = flow.argument(caller.call, position)
-                text = dotted(value) if value is not None else None
-            else:
-                text = model if model.startswith("self.") and caller.receiver == "self" else None
+        for caller, text in flow.model_at_callers(scope, model) or ():
             if text is not None:
                 culprit = self._eval_reaching(caller, text, depth + 1)
                 if culprit is not None:

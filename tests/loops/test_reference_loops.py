@@ -24,7 +24,7 @@ from typing import Iterator, List, Set, Tuple
 import pytest
 
 from conftest import devices
-from helpers import lint, watch
+from helpers import lint, single_thread, watch
 from pytest_trainsafe import detectors
 from pytest_trainsafe.catalog import RULES
 from pytest_trainsafe.finding import Finding
@@ -50,10 +50,8 @@ CASE_IDS = [f"{name}-{code}" for name, code in CASES]
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 def _static_codes() -> Set[str]:

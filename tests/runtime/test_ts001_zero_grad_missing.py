@@ -5,47 +5,25 @@ Each loop marks the line the finding must point at with ``# TS001 here``.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, List, Set, Tuple
+from typing import Callable, List
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import finding_lines, found_lines, marked_lines, regression_batches, tiny_mlp, watch
 
 CODES = ["TS001"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS001 here" in line}
-
-
-def _found(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
-
-
-def _data(device: str = "cpu", n: int = 4) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(8, 4, generator=generator).to(device), torch.randn(8, 1, generator=generator).to(device))
-            for _ in range(n)]
-
-
-def _model(device: str = "cpu") -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).to(device)
 
 
 # -- the bug ---------------------------------------------------------------------------
 
 
 def loop_without_zero_grad(device: str) -> None:
-    model = _model(device)
+    model = tiny_mlp(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data(device):
+    for x, y in regression_batches(device, n=4):
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
         optimizer.step()  # TS001 here
@@ -54,42 +32,42 @@ def loop_without_zero_grad(device: str) -> None:
 @pytest.mark.parametrize("device", devices())
 def test_a_loop_without_zero_grad_is_reported_at_its_step(device: str) -> None:
     findings = watch(loop_without_zero_grad, device, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(loop_without_zero_grad)
+    assert finding_lines(findings) == marked_lines(loop_without_zero_grad, codes=CODES)
     assert "SGD" in findings[0].message
 
 
 def zero_grad_once_before_the_loop() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     optimizer.zero_grad()
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()  # TS001 here
 
 
 def zero_grad_without_set_to_none_once_before_the_loop() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     optimizer.zero_grad(set_to_none=False)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()  # TS001 here
 
 
 def clipping_without_zero_grad() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         nn.functional.mse_loss(model(x), y).backward()
         nn.utils.clip_grad_norm_(model.parameters(), 0.01)  # rescales .grad in place
         optimizer.step()  # TS001 here
 
 
 def amp_without_zero_grad() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scaler = torch.amp.GradScaler("cpu")
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = nn.functional.mse_loss(model(x).float(), y)
         scaler.scale(loss).backward()
@@ -99,9 +77,9 @@ def amp_without_zero_grad() -> None:
 
 
 def lbfgs_closure_without_zero_grad() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2)
-    x, y = _data(n=1)[0]
+    x, y = regression_batches(n=1)[0]
 
     def closure() -> torch.Tensor:
         loss = nn.functional.mse_loss(model(x), y)
@@ -117,7 +95,7 @@ def lbfgs_closure_without_zero_grad() -> None:
     clipping_without_zero_grad, amp_without_zero_grad, lbfgs_closure_without_zero_grad,
 ])
 def test_stale_gradients_are_reported_at_the_step(loop: Callable) -> None:
-    assert _found(loop) == _marked(loop)
+    assert found_lines(loop, codes=CODES) == marked_lines(loop, codes=CODES)
 
 
 def _gan(missing: str) -> None:
@@ -127,7 +105,7 @@ def _gan(missing: str) -> None:
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
     criterion = nn.BCEWithLogitsLoss()
-    for real, _ in _data(n=4):
+    for real, _ in regression_batches(n=4):
         ones, zeros = torch.ones(8, 1), torch.zeros(8, 1)
         if missing != "d":
             discriminator.zero_grad()
@@ -144,10 +122,7 @@ def _gan(missing: str) -> None:
 
 @pytest.mark.parametrize("missing", ["d", "g"])
 def test_a_gan_missing_one_zero_grad_is_reported_at_that_models_step(missing: str) -> None:
-    lines, start = inspect.getsourcelines(_gan)
-    mark = f"# TS001 here ({missing})"
-    where = {(inspect.getsourcefile(_gan), start + i) for i, line in enumerate(lines) if mark in line}
-    assert _found(_gan, missing) == where
+    assert found_lines(_gan, missing, codes=CODES) == marked_lines(_gan, codes=CODES, tag=missing)
 
 
 def test_a_buggy_loop_is_reported_once_per_step_site() -> None:
@@ -158,10 +133,10 @@ def test_a_buggy_loop_is_reported_once_per_step_site() -> None:
 
 
 def gradient_accumulation() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     optimizer.zero_grad()
-    for i, (x, y) in enumerate(_data(n=6)):
+    for i, (x, y) in enumerate(regression_batches(n=6)):
         (nn.functional.mse_loss(model(x), y) / 3).backward()
         if (i + 1) % 3 == 0:
             optimizer.step()
@@ -169,18 +144,18 @@ def gradient_accumulation() -> None:
 
 
 def zero_grad_at_the_end() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
         optimizer.zero_grad()
 
 
 def grad_set_to_none_by_hand() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         for p in model.parameters():
             p.grad = None
         nn.functional.mse_loss(model(x), y).backward()
@@ -188,18 +163,18 @@ def grad_set_to_none_by_hand() -> None:
 
 
 def model_zero_grad() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         model.zero_grad()
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
 
 
 def zero_grad_without_set_to_none(device: str = "cpu") -> None:
-    model = _model(device)
+    model = tiny_mlp(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for x, y in _data(device):
+    for x, y in regression_batches(device, n=4):
         optimizer.zero_grad(set_to_none=False)
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
@@ -207,9 +182,9 @@ def zero_grad_without_set_to_none(device: str = "cpu") -> None:
 
 def grad_data_zeroed_by_hand(device: str = "cpu") -> None:
     """``.data.zero_()`` does not bump the version counter: the values tell it was cleared."""
-    model = _model(device)
+    model = tiny_mlp(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data(device):
+    for x, y in regression_batches(device, n=4):
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
         for p in model.parameters():
@@ -218,9 +193,9 @@ def grad_data_zeroed_by_hand(device: str = "cpu") -> None:
 
 
 def lbfgs_closure_with_zero_grad() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=3)
-    x, y = _data(n=1)[0]
+    x, y = regression_batches(n=1)[0]
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -241,7 +216,7 @@ def dcgan(set_to_none: bool = True, detach: bool = True) -> None:
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
     criterion = nn.BCEWithLogitsLoss()
-    for real, _ in _data(n=4):
+    for real, _ in regression_batches(n=4):
         ones, zeros = torch.ones(8, 1), torch.zeros(8, 1)
         discriminator.zero_grad(set_to_none=set_to_none)
         criterion(discriminator(real), ones).backward()
@@ -254,10 +229,10 @@ def dcgan(set_to_none: bool = True, detach: bool = True) -> None:
 
 
 def amp_grad_scaler() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scaler = torch.amp.GradScaler("cpu")
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         optimizer.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = nn.functional.mse_loss(model(x).float(), y)
@@ -269,10 +244,10 @@ def amp_grad_scaler() -> None:
 
 
 def two_optimizers_on_disjoint_parameters() -> None:
-    model = _model()
+    model = tiny_mlp()
     first = torch.optim.SGD(model[0].parameters(), lr=0.01)
     second = torch.optim.Adam(model[2].parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         first.zero_grad()
         second.zero_grad()
         nn.functional.mse_loss(model(x), y).backward()
@@ -281,18 +256,18 @@ def two_optimizers_on_disjoint_parameters() -> None:
 
 
 def a_single_step() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    x, y = _data(n=1)[0]
+    x, y = regression_batches(n=1)[0]
     nn.functional.mse_loss(model(x), y).backward()
     optimizer.step()
 
 
 def autograd_grad_after_the_step() -> None:
     """torch.autograd.grad reads gradients without accumulating them into .grad."""
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         loss = nn.functional.mse_loss(model(x), y)
         grads = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True)
         assert len(grads) == 4
@@ -303,9 +278,9 @@ def autograd_grad_after_the_step() -> None:
 
 def adversarial_training() -> None:
     """FGSM: a first backward (for the input gradient) before zero_grad, then the real one."""
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         x = x.clone().requires_grad_(True)
         nn.functional.mse_loss(model(x), y).backward()
         x_adv = (x + 0.01 * x.grad.sign()).detach()
@@ -315,9 +290,9 @@ def adversarial_training() -> None:
 
 
 def clipping_with_zero_grad() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         optimizer.zero_grad()
         nn.functional.mse_loss(model(x), y).backward()
         nn.utils.clip_grad_norm_(model.parameters(), 0.01)
@@ -326,10 +301,10 @@ def clipping_with_zero_grad() -> None:
 
 def a_parameter_that_stops_receiving_gradients() -> None:
     """A head used once: its zeroed gradient stays in .grad (set_to_none=False) but is all zeros."""
-    model = _model()
+    model = tiny_mlp()
     head = nn.Linear(1, 1)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.01, momentum=0.9)
-    for i, (x, y) in enumerate(_data()):
+    for i, (x, y) in enumerate(regression_batches(n=4)):
         if i == 1:  # a backward into the head after its step, cleared right after
             nn.functional.mse_loss(head(model(x).detach()), y).backward()
         optimizer.zero_grad(set_to_none=False)
@@ -340,9 +315,9 @@ def a_parameter_that_stops_receiving_gradients() -> None:
 
 def a_second_backward_through_a_cleared_model() -> None:
     """Two losses, two backwards, one step, per iteration: accumulation within one step."""
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for x, y in _data():
+    for x, y in regression_batches(n=4):
         optimizer.zero_grad()
         out = model(x)
         nn.functional.mse_loss(out, y).backward(retain_graph=True)
@@ -375,20 +350,20 @@ def test_a_dcgan_loop_is_not_reported(set_to_none: bool, detach: bool) -> None:
 
 
 def test_no_hook_outlives_the_test() -> None:
-    model = _model()
+    model = tiny_mlp()
     watch(loop_without_zero_grad, "cpu", codes=CODES)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     watch(zero_grad_at_the_end, codes=CODES)
-    for x, y in _data(n=2):
+    for x, y in regression_batches(n=2):
         watch(lambda: (nn.functional.mse_loss(model(x), y).backward(), optimizer.step()), codes=CODES)
     assert all(not p._backward_hooks and not p._post_accumulate_grad_hooks for p in model.parameters())
 
 
 def test_the_training_computes_the_same_values_when_watched() -> None:
     def train() -> torch.Tensor:
-        model = _model()
+        model = tiny_mlp()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        for x, y in _data():
+        for x, y in regression_batches(n=4):
             nn.functional.mse_loss(model(x), y).backward()
             optimizer.step()
         return torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -6,9 +6,8 @@ Each buggy model marks the line the finding must point at with ``# TS002 here``.
 from __future__ import annotations
 
 import copy
-import inspect
 import threading
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from conftest import devices
-from helpers import watch
+from helpers import finding_lines, found_lines, marked_lines, single_thread, watch
 
 CODES = ["TS002"]
 
@@ -24,23 +23,8 @@ CODES = ["TS002"]
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _marked(*objects: object) -> Set[Tuple[str, int]]:
-    marks = set()
-    for obj in objects:
-        lines, start = inspect.getsourcelines(obj)  # type: ignore[arg-type]
-        path = inspect.getsourcefile(obj)  # type: ignore[arg-type]
-        marks |= {(path, start + i) for i, line in enumerate(lines) if "# TS002 here" in line}
-    return marks
-
-
-def _found(function: Callable, *args: object) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
+    with single_thread():
+        yield
 
 
 def _train(model: nn.Module, steps: int = 3, dim: int = 4, device: str = "cpu") -> None:
@@ -158,11 +142,11 @@ class Outer(nn.Module):
 ])
 @pytest.mark.parametrize("device", devices())
 def test_a_layer_built_in_forward_is_reported_at_its_construction(model: type, device: str) -> None:
-    assert _found(_train, model(), 3, 4, device) == _marked(model)
+    assert found_lines(_train, model(), 3, 4, device, codes=CODES) == marked_lines(model, codes=CODES)
 
 
 def test_a_submodule_that_recreates_its_layer_is_reported_inside_the_submodule() -> None:
-    assert _found(_train, Outer()) == _marked(RecreatedEveryCall)
+    assert found_lines(_train, Outer(), codes=CODES) == marked_lines(RecreatedEveryCall, codes=CODES)
 
 
 def test_a_throwaway_layer_is_reported_after_a_single_call() -> None:
@@ -170,7 +154,7 @@ def test_a_throwaway_layer_is_reported_after_a_single_call() -> None:
         ThrowAway()(torch.randn(2, 4))
 
     findings = watch(once, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(ThrowAway)
+    assert finding_lines(findings) == marked_lines(ThrowAway, codes=CODES)
     assert "Linear" in findings[0].message and "ThrowAway" in findings[0].message
 
 
@@ -374,7 +358,7 @@ class FixedFilters(nn.Module):
 ])
 @pytest.mark.parametrize("device", devices())
 def test_legitimate_patterns_are_silent(model: type, device: str) -> None:
-    assert _found(_train, model(), 3, 4, device) == set()
+    assert found_lines(_train, model(), 3, 4, device, codes=CODES) == set()
 
 
 def test_a_shape_change_rebuild_is_silent() -> None:
@@ -383,7 +367,7 @@ def test_a_shape_change_rebuild_is_silent() -> None:
         for dim in (4, 6, 4, 6):
             model(torch.randn(2, dim))
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()
 
 
 def test_lazy_heads_added_per_task_are_silent() -> None:
@@ -392,7 +376,7 @@ def test_lazy_heads_added_per_task_are_silent() -> None:
         for task in ("a", "b", "c", "a", "b"):
             model(torch.randn(2, 4), task)
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()
 
 
 def test_lazy_init_in_many_instances_is_silent() -> None:
@@ -402,7 +386,7 @@ def test_lazy_init_in_many_instances_is_silent() -> None:
             model(torch.randn(2, 4))
             model(torch.randn(2, 4))
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()
 
 
 def test_models_built_in_a_test_between_calls_are_silent() -> None:
@@ -413,7 +397,7 @@ def test_models_built_in_a_test_between_calls_are_silent() -> None:
             probe = nn.Linear(2, 1)  # built at depth 0, between forwards
             probe(model(torch.randn(2, 4)))
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()
 
 
 def test_a_torchvision_model_is_silent() -> None:
@@ -428,7 +412,7 @@ def test_a_torchvision_model_is_silent() -> None:
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()
 
 
 def test_a_model_built_in_another_thread_during_a_forward_is_silent() -> None:
@@ -450,7 +434,7 @@ def test_a_model_built_in_another_thread_during_a_forward_is_silent() -> None:
             release.set()
             worker.join()
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()
 
 
 def test_a_broken_registration_does_not_break_the_user_code() -> None:
@@ -460,4 +444,4 @@ def test_a_broken_registration_does_not_break_the_user_code() -> None:
         with pytest.raises(KeyError):
             model.register_parameter("a.b", nn.Parameter(torch.ones(1)))
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()

@@ -8,15 +8,14 @@ with ``# TS003 here``.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, List, Set, Tuple
+from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import finding_lines, found_lines, marked_lines, tiny_mlp, watch
 
 CODES = ["TS003"]
 
@@ -31,30 +30,11 @@ def _accelerator(device: str) -> str:
     return "meta" if device == "cpu" else device
 
 
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS003 here" in line}
-
-
-def _run(function: Callable, *args) -> List:
-    return watch(function, *args, codes=CODES)
-
-
-def _lines(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in _run(function, *args)}
-
-
-def _mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-
-
 # -- the bug: modules -----------------------------------------------------------------------
 
 
 def input_left_behind(device: str) -> None:
-    model = _mlp().to(_other(device))
+    model = tiny_mlp(outputs=3).to(_other(device))
     x = torch.randn(5, 4, device=device)
     try:
         model(x)  # TS003 here
@@ -63,7 +43,7 @@ def input_left_behind(device: str) -> None:
 
 
 def model_left_behind(device: str) -> None:
-    model = _mlp().to(device)
+    model = tiny_mlp(outputs=3).to(device)
     x = torch.randn(5, 4).to(_other(device))
     try:
         model(x)  # TS003 here
@@ -72,7 +52,7 @@ def model_left_behind(device: str) -> None:
 
 
 def target_left_behind(device: str) -> None:
-    model = _mlp().to(_other(device))
+    model = tiny_mlp(outputs=3).to(_other(device))
     criterion = nn.CrossEntropyLoss()
     x, y = torch.randn(5, 4).to(_other(device)), torch.randint(0, 3, (5,), device=device)
     try:
@@ -141,26 +121,26 @@ BUGS = [input_left_behind, model_left_behind, target_left_behind, class_weights_
 def test_mismatch_is_reported_at_the_call(bug: Callable, device: str) -> None:
     target = bug if bug not in (initial_state_left_behind, positions_left_behind) else \
         (Tagger.forward if bug is initial_state_left_behind else PositionalModel.forward)
-    assert _lines(bug, device) == _marked(target)
+    assert found_lines(bug, device, codes=CODES) == marked_lines(target, codes=CODES)
 
 
 def test_message_names_module_argument_and_both_devices() -> None:
-    (finding,) = _run(input_left_behind, "cpu")
+    (finding,) = watch(input_left_behind, "cpu", codes=CODES)
     assert finding.code == "TS003"
     assert finding.detail == "Linear (Sequential.0) got argument 0 on cpu, its parameters are on meta"
-    (finding,) = _run(model_left_behind, "cpu")
+    (finding,) = watch(model_left_behind, "cpu", codes=CODES)
     assert finding.detail == "Linear (Sequential.0) got argument 0 on meta, its parameters are on cpu"
 
 
 def test_message_for_a_loss_compares_its_arguments() -> None:
-    (finding,) = _run(target_left_behind, "cpu")
+    (finding,) = watch(target_left_behind, "cpu", codes=CODES)
     assert finding.detail == "CrossEntropyLoss got argument 1 on cpu, argument 0 is on meta"
-    (finding,) = _run(class_weights_left_behind, "cpu")
+    (finding,) = watch(class_weights_left_behind, "cpu", codes=CODES)
     assert finding.detail == "CrossEntropyLoss got argument 0 on meta, its buffers are on cpu"
 
 
 def test_message_for_a_tuple_argument_names_the_submodule() -> None:
-    (finding,) = _run(initial_state_left_behind, "cpu")
+    (finding,) = watch(initial_state_left_behind, "cpu", codes=CODES)
     assert finding.detail == "LSTM (Tagger.lstm) got argument 1 on cpu, its parameters are on meta"
 
 
@@ -186,7 +166,7 @@ def test_the_finding_is_recorded_before_torchs_error() -> None:
 
 
 def optimizer_state_moved(device: str) -> None:
-    model = _mlp().to(device)
+    model = tiny_mlp(outputs=3).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     x, y = torch.randn(8, 4, device=device), torch.randint(0, 3, (8,), device=device)
     nn.functional.cross_entropy(model(x), y).backward()
@@ -206,8 +186,8 @@ def optimizer_state_moved(device: str) -> None:
 
 @pytest.mark.parametrize("device", devices())
 def test_optimizer_state_on_another_device_is_reported_at_step(device: str) -> None:
-    findings = _run(optimizer_state_moved, device)
-    assert {(f.path, f.line) for f in findings} == _marked(optimizer_state_moved)
+    findings = watch(optimizer_state_moved, device, codes=CODES)
+    assert finding_lines(findings) == marked_lines(optimizer_state_moved, codes=CODES)
     assert findings[0].detail.startswith("Adam state 'exp_avg' of a 8x4 parameter is on ")
 
 
@@ -215,7 +195,7 @@ def test_optimizer_state_on_another_device_is_reported_at_step(device: str) -> N
 
 
 def train_on_one_device(device: str) -> None:
-    model = _mlp().to(device)
+    model = tiny_mlp(outputs=3).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     criterion = nn.CrossEntropyLoss(weight=torch.ones(3, device=device))
     for _ in range(3):
@@ -253,11 +233,11 @@ class Scatter(nn.Module):
 
 
 def wrapper_moves_input(device: str) -> None:
-    Scatter(_mlp().to(_other(device)))(torch.randn(3, 4, device=device))
+    Scatter(tiny_mlp(outputs=3).to(_other(device)))(torch.randn(3, 4, device=device))
 
 
 def data_parallel_on_cpu(device: str) -> None:
-    model = nn.DataParallel(_mlp().to(device))
+    model = nn.DataParallel(tiny_mlp(outputs=3).to(device))
     model(torch.randn(3, 4, device=device))
 
 
@@ -364,7 +344,7 @@ LOOK_ALIKES = [train_on_one_device, custom_module_moves_input, wrapper_moves_inp
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("look_alike", LOOK_ALIKES, ids=lambda f: f.__name__)
 def test_look_alike_is_silent(look_alike: Callable, device: str) -> None:
-    assert _run(look_alike, device) == []
+    assert watch(look_alike, device, codes=CODES) == []
 
 
 def test_hooks_are_gone_after_the_run() -> None:
@@ -372,6 +352,6 @@ def test_hooks_are_gone_after_the_run() -> None:
     from torch.optim import optimizer as torch_optimizer
 
     before = (len(torch_module._global_forward_pre_hooks), len(torch_optimizer._global_optimizer_pre_hooks))
-    _run(input_left_behind, "cpu")
+    watch(input_left_behind, "cpu", codes=CODES)
     after = (len(torch_module._global_forward_pre_hooks), len(torch_optimizer._global_optimizer_pre_hooks))
     assert after == before

@@ -13,7 +13,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from conftest import devices  # noqa: E402
-from helpers import watch  # noqa: E402
+from helpers import classification_batches, watch  # noqa: E402
 
 CODES = ["TS004"]
 
@@ -24,9 +24,7 @@ def _net(device: str = "cpu") -> "nn.Module":
 
 
 def _batches(n: int = 4, device: str = "cpu", batch: int = 5):
-    generator = torch.Generator().manual_seed(1)
-    return [(torch.randn(batch, 4, generator=generator).to(device), torch.randint(0, 3, (batch,), generator=generator).to(device))
-            for _ in range(n)]
+    return classification_batches(device, n, batch=batch, classes=3, seed=1)
 
 
 def _line_of(function, text: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import pickle
-from typing import Callable, List, Set, Tuple
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -16,23 +16,9 @@ import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import found_lines, marked_lines, watch
 
 CODES = ["TS005"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS005 here" in line}
-
-
-def _run(function: Callable, *args) -> List:
-    return watch(function, *args, codes=CODES)
-
-
-def _lines(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in _run(function, *args)}
 
 
 # -- the bug ---------------------------------------------------------------------------------
@@ -85,14 +71,14 @@ BUGS = [sum_of_a_loss_vector, sum_of_a_matrix, sum_with_start, generator_of_rows
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("bug", BUGS, ids=lambda f: f.__name__)
 def test_sum_over_a_tensor_is_reported_at_the_call(bug: Callable, device: str) -> None:
-    assert _lines(bug, device) == _marked(bug)
+    assert found_lines(bug, device, codes=CODES) == marked_lines(bug, codes=CODES)
 
 
 def test_message_gives_the_shape() -> None:
-    (finding,) = _run(sum_of_a_matrix, "cpu")
+    (finding,) = watch(sum_of_a_matrix, "cpu", codes=CODES)
     assert finding.code == "TS005"
     assert finding.detail == "sum() over a tensor of shape (8, 3): 8 Python-level additions"
-    (finding,) = _run(generator_of_rows, "cpu")
+    (finding,) = watch(generator_of_rows, "cpu", codes=CODES)
     assert finding.detail == "sum() over a generator that iterates a tensor row by row"
 
 
@@ -105,7 +91,7 @@ def test_generator_is_not_consumed_by_the_check() -> None:
         next(gen)  # partly consumed before sum() sees it
         seen.append(sum(gen))
 
-    assert len(_run(run)) == 1
+    assert len(watch(run, codes=CODES)) == 1
     assert seen[0].item() == 5.0 + 9.0
 
 
@@ -127,7 +113,7 @@ def test_results_and_errors_are_unchanged() -> None:
         with pytest.raises(TypeError):
             sum(torch.tensor(3.0))  # iteration over a 0-d tensor: torch's own error
 
-    _run(run)
+    watch(run, codes=CODES)
     assert torch.equal(results[0], torch.tensor([18.0, 22.0, 26.0]))
     assert results[1:3] == [16, 1.75]
     assert torch.equal(results[3], results[0])
@@ -136,7 +122,7 @@ def test_results_and_errors_are_unchanged() -> None:
 def test_builtin_sum_is_restored_after_the_test() -> None:
     original = builtins.sum
     during = []
-    _run(lambda: during.append(builtins.sum))
+    watch(lambda: during.append(builtins.sum), codes=CODES)
     assert during[0] is not original  # it was replaced while the test ran...
     assert builtins.sum is original  # ...and is the real builtin again afterwards
 
@@ -149,7 +135,7 @@ def test_builtin_sum_is_restored_when_the_test_fails() -> None:
         raise ValueError("the test's own failure")
 
     with pytest.raises(ValueError):
-        _run(failing)
+        watch(failing, codes=CODES)
     assert builtins.sum is original
 
 
@@ -169,7 +155,7 @@ def test_the_stand_in_behaves_like_the_builtin() -> None:
         checks.append(pickle.loads(pickle.dumps(stand_in)) is stand_in)
         checks.append(str(inspect.signature(stand_in)) == str(inspect.signature(original)))
 
-    _run(run)
+    watch(run, codes=CODES)
     assert checks == [True] * 5
 
 
@@ -218,7 +204,7 @@ def _foreign_function(module_name: str, filename: str) -> Callable:
 
 def test_the_same_call_in_user_code_is_reported_there() -> None:
     reduce = _foreign_function("project.metrics", "/home/me/project/metrics.py")
-    findings = _run(reduce, torch.ones(3, 2))
+    findings = watch(reduce, torch.ones(3, 2), codes=CODES)
     assert [(f.path, f.line) for f in findings] == [("/home/me/project/metrics.py", 2)]
 
 
@@ -232,7 +218,7 @@ def sum_called_from_torch_or_a_library(device: str) -> None:
 @pytest.mark.parametrize("look_alike", [sums_that_never_iterate_a_tensor, sum_called_from_torch_or_a_library],
                          ids=lambda f: f.__name__)
 def test_look_alike_is_silent(look_alike: Callable, device: str) -> None:
-    assert _run(look_alike, device) == []
+    assert watch(look_alike, device, codes=CODES) == []
 
 
 def test_compiled_code_still_traces_the_builtin() -> None:
@@ -245,5 +231,5 @@ def test_compiled_code_still_traces_the_builtin() -> None:
 
         results.append(reduce([torch.ones(2), torch.ones(2)], torch.ones(3, 2)))
 
-    _run(run)
+    watch(run, codes=CODES)
     assert torch.equal(results[0], torch.full((2,), 5.0))

@@ -6,33 +6,16 @@ Each loop marks the line the finding must point at with ``# TS006 here``.
 from __future__ import annotations
 
 import copy
-import inspect
-from typing import Callable, List, Set, Tuple
+from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import classification_batches, finding_lines, found_lines, marked_lines, watch
 
 CODES = ["TS006"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS006 here" in line}
-
-
-def _found(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
-
-
-def _data(device: str = "cpu", n: int = 3) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(8, 4, generator=generator).to(device), torch.randint(0, 2, (8,), generator=generator).to(device))
-            for _ in range(n)]
 
 
 def _dropout_model(device: str = "cpu") -> nn.Module:
@@ -67,7 +50,7 @@ def _evaluate(model: nn.Module, data) -> float:
 
 def train_then_evaluate_in_train_mode(device: str, build: Callable) -> None:
     model = build(device)
-    data = _data(device)
+    data = classification_batches(device)
     for epoch in range(2):
         _train(model, data)
         _evaluate(model, data)
@@ -77,13 +60,13 @@ def train_then_evaluate_in_train_mode(device: str, build: Callable) -> None:
 @pytest.mark.parametrize("build", [_dropout_model, _batchnorm_model], ids=["dropout", "batchnorm"])
 def test_evaluating_a_trained_model_in_train_mode_is_reported_at_the_model_call(device: str, build) -> None:
     findings = watch(train_then_evaluate_in_train_mode, device, build, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(_evaluate)
+    assert finding_lines(findings) == marked_lines(_evaluate, codes=CODES)
     assert "train mode" in findings[0].message
 
 
 def evaluate_under_inference_mode() -> None:
     model = _dropout_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     with torch.inference_mode():
         for x, _ in data:
@@ -91,13 +74,14 @@ def evaluate_under_inference_mode() -> None:
 
 
 def test_inference_mode_counts_as_evaluation() -> None:
-    assert _found(evaluate_under_inference_mode) == _marked(evaluate_under_inference_mode)
+    assert (found_lines(evaluate_under_inference_mode, codes=CODES)
+            == marked_lines(evaluate_under_inference_mode, codes=CODES))
 
 
 def trained_through_a_wrapper_then_evaluated() -> None:
     model = _dropout_model()
     wrapper = nn.Sequential(model)
-    data = _data()
+    data = classification_batches()
     _train(wrapper, data)  # the root of training is the wrapper; model's parameters hold gradients
     with torch.no_grad():
         for x, _ in data:
@@ -105,7 +89,8 @@ def trained_through_a_wrapper_then_evaluated() -> None:
 
 
 def test_a_model_trained_inside_a_wrapper_is_recognised_by_its_gradients() -> None:
-    assert _found(trained_through_a_wrapper_then_evaluated) == _marked(trained_through_a_wrapper_then_evaluated)
+    assert (found_lines(trained_through_a_wrapper_then_evaluated, codes=CODES)
+            == marked_lines(trained_through_a_wrapper_then_evaluated, codes=CODES))
 
 
 # -- legitimate look-alikes: silent -----------------------------------------------------
@@ -113,7 +98,7 @@ def test_a_model_trained_inside_a_wrapper_is_recognised_by_its_gradients() -> No
 
 def evaluate_in_eval_mode() -> None:
     model = _dropout_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     model.eval()
     _evaluate(model, data)
@@ -122,14 +107,14 @@ def evaluate_in_eval_mode() -> None:
 def evaluate_a_model_without_dropout_or_batchnorm() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     _evaluate(model, data)
 
 
 def evaluate_with_dropout_disabled() -> None:
     model = _dropout_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     model[2].p = 0.0
     _evaluate(model, data)
@@ -144,7 +129,7 @@ def untrained_forwards_in_a_unit_test() -> None:
 
 def a_single_no_grad_forward_after_training() -> None:
     model = _dropout_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     with torch.no_grad():
         model(data[0][0])
@@ -156,7 +141,7 @@ def mean_teacher() -> None:
     for p in teacher.parameters():
         p.requires_grad_(False)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
-    for x, y in _data(n=4):
+    for x, y in classification_batches(n=4):
         with torch.no_grad():
             target = teacher(x).softmax(1)  # noisy teacher in train mode, on purpose
         loss = nn.functional.cross_entropy(student(x), y) + nn.functional.mse_loss(student(x).softmax(1), target)
@@ -170,7 +155,7 @@ def mean_teacher() -> None:
 
 def swa_update_bn() -> None:
     model = _batchnorm_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     swa = torch.optim.swa_utils.AveragedModel(model)
     swa.update_parameters(model)
@@ -180,7 +165,7 @@ def swa_update_bn() -> None:
 
 def manual_batchnorm_recalibration() -> None:
     model = _batchnorm_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     model.train()
     with torch.no_grad():
@@ -190,7 +175,7 @@ def manual_batchnorm_recalibration() -> None:
 
 def monte_carlo_dropout_on_one_input() -> None:
     model = _dropout_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     x = data[0][0]
     with torch.no_grad():
@@ -200,7 +185,7 @@ def monte_carlo_dropout_on_one_input() -> None:
 
 def monte_carlo_dropout_after_train() -> None:
     model = _dropout_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     model.eval()
     model.train()  # MC dropout: train mode on purpose
@@ -211,7 +196,7 @@ def monte_carlo_dropout_after_train() -> None:
 
 def frozen_batchnorm_evaluation_of_a_batchnorm_only_model() -> None:
     model = _batchnorm_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)
     model[1].eval()  # frozen batch-norm on purpose: nothing else is mode-dependent
     _evaluate(model, data)
@@ -222,7 +207,7 @@ def checkpointed_model_called_twice_before_backward() -> None:
 
     model = _dropout_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = _data()
+    data = classification_batches()
     for _ in range(2):
         x = data[0][0].requires_grad_()
         out = checkpoint(model, x, use_reentrant=True) + checkpoint(model, data[1][0].requires_grad_(),
@@ -266,7 +251,7 @@ def test_train_is_restored_after_the_test() -> None:
 
 def test_gradients_left_by_training_outside_the_test_do_not_count() -> None:
     model = _dropout_model()
-    data = _data()
+    data = classification_batches()
     _train(model, data)  # a fixture's training: not watched
 
     def shape_checks() -> None:

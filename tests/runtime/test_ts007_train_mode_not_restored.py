@@ -6,36 +6,16 @@ Each scenario marks the line the finding must point at (the ``eval()`` never und
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, List, Set, Tuple
+from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import classification_batches, finding_lines, found_lines, marked_lines, watch
 
 CODES = ["TS007"]
-
-
-def _marked(*functions: Callable) -> Set[Tuple[str, int]]:
-    marks = set()
-    for function in functions:
-        lines, start = inspect.getsourcelines(function)
-        path = inspect.getsourcefile(function)
-        marks |= {(path, start + i) for i, line in enumerate(lines) if "# TS007 here" in line}
-    return marks
-
-
-def _found(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
-
-
-def _data(device: str = "cpu", n: int = 3) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(8, 4, generator=generator).to(device), torch.randint(0, 2, (8,), generator=generator).to(device))
-            for _ in range(n)]
 
 
 def _model(device: str = "cpu", dropout: bool = True) -> nn.Module:
@@ -63,7 +43,7 @@ def _validate(model: nn.Module, data) -> float:
 def train_once_then_eval_every_epoch(device: str) -> None:
     model = _model(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = _data(device)
+    data = classification_batches(device)
     model.train()
     for epoch in range(2):
         for x, y in data:
@@ -76,14 +56,14 @@ def train_once_then_eval_every_epoch(device: str) -> None:
 @pytest.mark.parametrize("device", devices())
 def test_the_second_epoch_in_eval_mode_is_reported_at_the_eval_call(device: str) -> None:
     findings = watch(train_once_then_eval_every_epoch, device, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(train_once_then_eval_every_epoch)
+    assert finding_lines(findings) == marked_lines(train_once_then_eval_every_epoch, codes=CODES)
     assert "eval mode" in findings[0].message
 
 
 def validation_helper_leaves_eval_mode() -> None:
     model = _model()
     optimizer = torch.optim.Adam(model.parameters())
-    data = _data()
+    data = classification_batches()
     for epoch in range(2):
         for x, y in data:
             _step(model, optimizer, x, y)
@@ -91,7 +71,7 @@ def validation_helper_leaves_eval_mode() -> None:
 
 
 def test_an_eval_inside_a_helper_is_reported_inside_it() -> None:
-    assert _found(validation_helper_leaves_eval_mode) == _marked(_validate)
+    assert found_lines(validation_helper_leaves_eval_mode, codes=CODES) == marked_lines(_validate, codes=CODES)
 
 
 def eval_called_on_a_wrapper() -> None:
@@ -99,12 +79,12 @@ def eval_called_on_a_wrapper() -> None:
     wrapper = nn.ModuleDict({"model": model})
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     wrapper.eval()  # TS007 here
-    for x, y in _data():
+    for x, y in classification_batches():
         _step(model, optimizer, x, y)
 
 
 def test_an_eval_on_an_enclosing_module_is_found() -> None:
-    assert _found(eval_called_on_a_wrapper) == _marked(eval_called_on_a_wrapper)
+    assert found_lines(eval_called_on_a_wrapper, codes=CODES) == marked_lines(eval_called_on_a_wrapper, codes=CODES)
 
 
 def model_built_in_eval_mode_elsewhere() -> None:
@@ -113,7 +93,7 @@ def model_built_in_eval_mode_elsewhere() -> None:
     for module in model.modules():
         module.training = False
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in classification_batches():
         _step(model, optimizer, x, y)
 
 
@@ -129,7 +109,7 @@ def test_without_an_eval_call_the_step_is_reported() -> None:
 def train_restored_every_epoch() -> None:
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = _data()
+    data = classification_batches()
     for epoch in range(2):
         model.train()
         for x, y in data:
@@ -142,7 +122,7 @@ def frozen_batchnorm_submodule() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model.train()
     model[1].eval()  # frozen batch-norm statistics on purpose
-    for x, y in _data():
+    for x, y in classification_batches():
         _step(model, optimizer, x, y)
 
 
@@ -151,7 +131,7 @@ def partial_training_of_the_head() -> None:
     optimizer = torch.optim.SGD(model[4].parameters(), lr=0.1)
     model.eval()
     model[4].train()
-    for x, y in _data():
+    for x, y in classification_batches():
         _step(model, optimizer, x, y)
 
 
@@ -160,7 +140,7 @@ def frozen_teacher_in_eval_mode() -> None:
     teacher.eval()
     teacher.requires_grad_(False)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in classification_batches():
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(student(x), teacher(x)) + nn.functional.cross_entropy(student(x), y)
         loss.backward()
@@ -171,14 +151,14 @@ def model_without_dropout_or_batchnorm() -> None:
     model = _model(dropout=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model.eval()
-    for x, y in _data():
+    for x, y in classification_batches():
         _step(model, optimizer, x, y)
 
 
 def eval_forward_with_grad_then_train_again() -> None:
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = _data()
+    data = classification_batches()
     for x, y in data:
         model.train()
         _step(model, optimizer, x, y)
@@ -190,7 +170,7 @@ def two_models_one_in_eval_not_stepped() -> None:
     model, other = _model(), _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     other.eval()
-    for x, y in _data():
+    for x, y in classification_batches():
         _step(model, optimizer, x, y)
         other(x)
 
@@ -208,7 +188,7 @@ def test_an_inline_training_loop_in_a_test_function_may_train_in_eval_mode() -> 
         model = _model()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         model.eval()
-        x, y = _data()[0]
+        x, y = classification_batches()[0]
         for _ in range(3):
             _step(model, optimizer, x, y)
 
@@ -223,7 +203,7 @@ def linear_probe_on_a_frozen_backbone() -> None:
         p.requires_grad_(False)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     model.eval()  # MoCo-style linear classification: the frozen backbone's batch-norm stays frozen
-    for x, y in _data():
+    for x, y in classification_batches():
         _step(model, optimizer, x, y)
 
 
@@ -237,9 +217,10 @@ def fine_tuning_a_head_with_dropout_in_eval_mode() -> None:
     model = nn.Sequential(backbone, nn.Dropout(0.5), nn.Linear(16, 2))
     optimizer = torch.optim.SGD(model[2].parameters(), lr=0.1)
     model.eval()  # TS007 here
-    for x, y in _data():
+    for x, y in classification_batches():
         _step(model, optimizer, x, y)
 
 
 def test_a_trained_head_with_dropout_left_in_eval_mode_is_reported() -> None:
-    assert _found(fine_tuning_a_head_with_dropout_in_eval_mode) == _marked(fine_tuning_a_head_with_dropout_in_eval_mode)
+    assert (found_lines(fine_tuning_a_head_with_dropout_in_eval_mode, codes=CODES)
+            == marked_lines(fine_tuning_a_head_with_dropout_in_eval_mode, codes=CODES))

@@ -5,47 +5,25 @@ Each scenario marks the line the finding must point at with ``# TS008 here``.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, List, Set, Tuple
+from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import finding_lines, found_lines, marked_lines, regression_batches, tiny_mlp, watch
 
 CODES = ["TS008"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS008 here" in line}
-
-
-def _found(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
-
-
-def _data(device: str = "cpu", n: int = 3) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(8, 4, generator=generator).to(device), torch.randn(8, 1, generator=generator).to(device))
-            for _ in range(n)]
-
-
-def _model(device: str = "cpu") -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).to(device)
 
 
 # -- the bug ---------------------------------------------------------------------------
 
 
 def zero_grad_between_backward_and_step(device: str) -> None:
-    model = _model(device)
+    model = tiny_mlp(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, y in _data(device):
+    for x, y in regression_batches(device):
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
         optimizer.zero_grad()  # TS008 here
@@ -55,32 +33,32 @@ def zero_grad_between_backward_and_step(device: str) -> None:
 @pytest.mark.parametrize("device", devices())
 def test_zero_grad_between_backward_and_step_is_reported_at_the_zero_grad(device: str) -> None:
     findings = watch(zero_grad_between_backward_and_step, device, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(zero_grad_between_backward_and_step)
+    assert finding_lines(findings) == marked_lines(zero_grad_between_backward_and_step, codes=CODES)
     assert "SGD" in findings[0].message
 
 
 def zero_grad_without_set_to_none() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in regression_batches():
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.zero_grad(set_to_none=False)  # TS008 here
         optimizer.step()
 
 
 def module_zero_grad_between() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in regression_batches():
         nn.functional.mse_loss(model(x), y).backward()
         model.zero_grad()  # TS008 here
         optimizer.step()
 
 
 def zero_grad_at_the_end_of_the_iteration() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in regression_batches():
         optimizer.step()
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.zero_grad()  # TS008 here
@@ -89,34 +67,34 @@ def zero_grad_at_the_end_of_the_iteration() -> None:
 @pytest.mark.parametrize("scenario", [zero_grad_without_set_to_none, module_zero_grad_between,
                                       zero_grad_at_the_end_of_the_iteration], ids=lambda f: f.__name__)
 def test_other_forms_are_reported_at_the_zero_grad(scenario: Callable) -> None:
-    assert _found(scenario) == _marked(scenario)
+    assert found_lines(scenario, codes=CODES) == marked_lines(scenario, codes=CODES)
 
 
 # -- legitimate orders: silent ------------------------------------------------------------
 
 
 def canonical_order() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in regression_batches():
         optimizer.zero_grad()
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
 
 
 def zero_grad_after_step() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in regression_batches():
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
         optimizer.zero_grad()
 
 
 def gradient_accumulation() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for i, (x, y) in enumerate(_data(n=4)):
+    for i, (x, y) in enumerate(regression_batches(n=4)):
         (nn.functional.mse_loss(model(x), y) / 2).backward()
         if (i + 1) % 2 == 0:
             optimizer.step()
@@ -128,7 +106,7 @@ def gan_clears_the_discriminator_after_the_generators_backward() -> None:
     generator, discriminator = nn.Linear(2, 4), nn.Linear(4, 1)
     opt_g = torch.optim.SGD(generator.parameters(), lr=0.1)
     opt_d = torch.optim.SGD(discriminator.parameters(), lr=0.1)
-    for real, _ in _data():
+    for real, _ in regression_batches():
         opt_d.zero_grad()
         fake = generator(torch.randn(8, 2))
         (discriminator(fake.detach()).mean() - discriminator(real).mean()).backward()
@@ -140,9 +118,9 @@ def gan_clears_the_discriminator_after_the_generators_backward() -> None:
 
 
 def lbfgs_closure() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2)
-    x, y = _data()[0]
+    x, y = regression_batches()[0]
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -155,9 +133,9 @@ def lbfgs_closure() -> None:
 
 
 def gradients_put_back_by_hand() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in regression_batches():
         nn.functional.mse_loss(model(x), y).backward()
         saved = [p.grad.clone() for p in model.parameters()]
         optimizer.zero_grad()
@@ -167,19 +145,19 @@ def gradients_put_back_by_hand() -> None:
 
 
 def another_models_zero_grad() -> None:
-    encoder, head = _model(), nn.Linear(1, 1)
+    encoder, head = tiny_mlp(), nn.Linear(1, 1)
     optimizer = torch.optim.SGD(head.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in regression_batches():
         nn.functional.mse_loss(head(encoder(x)), y).backward()
         encoder.zero_grad()  # the frozen encoder's gradients are thrown away
         optimizer.step()
 
 
 def amp_order() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu")
-    for x, y in _data():
+    for x, y in regression_batches():
         optimizer.zero_grad()
         scaler.scale(nn.functional.mse_loss(model(x), y)).backward()
         scaler.step(optimizer)

@@ -5,8 +5,7 @@ Each function marks the line the finding must point at with ``# TS010 here``.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, Set, Tuple
+from typing import Callable, Tuple
 
 import pytest
 import torch
@@ -14,29 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import classification_batches, finding_lines, found_lines, marked_lines, tiny_mlp, watch
 
 CODES = ["TS010"]
 
 
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS010 here" in line}
-
-
-def _found(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
-
-
 def _batch(device: str = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(8, 4, generator=generator).to(device), torch.randint(0, 3, (8,), generator=generator).to(device)
-
-
-def _model(device: str = "cpu") -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(device)
+    return classification_batches(device, n=1, classes=3)[0]
 
 
 class SoftmaxNet(nn.Module):
@@ -68,12 +51,12 @@ def train_model_ending_in_softmax(device: str) -> None:
 @pytest.mark.parametrize("device", devices())
 def test_a_model_ending_in_softmax_is_reported_at_the_loss_call(device: str) -> None:
     findings = watch(train_model_ending_in_softmax, device, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(train_model_ending_in_softmax)
+    assert finding_lines(findings) == marked_lines(train_model_ending_in_softmax, codes=CODES)
     assert "softmax output" in findings[0].message
 
 
 def functional_log_softmax(device: str) -> None:
-    model = _model(device)
+    model = tiny_mlp(device, outputs=3)
     x, y = _batch(device)
     loss = F.cross_entropy(F.log_softmax(model(x), dim=-1), y)  # TS010 here
     loss.backward()
@@ -81,12 +64,12 @@ def functional_log_softmax(device: str) -> None:
 
 def test_log_softmax_into_functional_cross_entropy_is_reported() -> None:
     findings = watch(functional_log_softmax, "cpu", codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(functional_log_softmax)
+    assert finding_lines(findings) == marked_lines(functional_log_softmax, codes=CODES)
     assert "nll_loss" in findings[0].message
 
 
 def reshaped_and_cast_probabilities() -> None:
-    model = _model()
+    model = tiny_mlp(outputs=3)
     x, y = _batch()
     probs = model(x).half().softmax(dim=1).float().view(8, 3)
     loss = F.cross_entropy(input=probs, target=y)  # TS010 here
@@ -94,7 +77,8 @@ def reshaped_and_cast_probabilities() -> None:
 
 
 def test_views_and_casts_after_the_softmax_are_looked_through() -> None:
-    assert _found(reshaped_and_cast_probabilities) == _marked(reshaped_and_cast_probabilities)
+    assert (found_lines(reshaped_and_cast_probabilities, codes=CODES)
+            == marked_lines(reshaped_and_cast_probabilities, codes=CODES))
 
 
 def sequence_labelling_with_nn_softmax() -> None:
@@ -107,7 +91,8 @@ def sequence_labelling_with_nn_softmax() -> None:
 
 
 def test_an_nn_softmax_layer_before_a_k_dimensional_loss_is_reported() -> None:
-    assert _found(sequence_labelling_with_nn_softmax) == _marked(sequence_labelling_with_nn_softmax)
+    assert (found_lines(sequence_labelling_with_nn_softmax, codes=CODES)
+            == marked_lines(sequence_labelling_with_nn_softmax, codes=CODES))
 
 
 def evaluate_softmax_model_without_grad() -> None:
@@ -120,27 +105,27 @@ def evaluate_softmax_model_without_grad() -> None:
 
 def test_under_no_grad_probabilities_are_recognised_by_their_values() -> None:
     findings = watch(evaluate_softmax_model_without_grad, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(evaluate_softmax_model_without_grad)
+    assert finding_lines(findings) == marked_lines(evaluate_softmax_model_without_grad, codes=CODES)
     assert "probability distribution" in findings[0].message
 
 
 def evaluate_log_probabilities_in_inference_mode() -> None:
-    model = _model()
+    model = tiny_mlp(outputs=3)
     x, y = _batch()
     with torch.inference_mode():
         F.cross_entropy(model(x).log_softmax(1), y)  # TS010 here
 
 
 def test_under_inference_mode_log_probabilities_are_recognised_by_their_values() -> None:
-    assert _found(evaluate_log_probabilities_in_inference_mode) == \
-        _marked(evaluate_log_probabilities_in_inference_mode)
+    assert found_lines(evaluate_log_probabilities_in_inference_mode, codes=CODES) == \
+        marked_lines(evaluate_log_probabilities_in_inference_mode, codes=CODES)
 
 
 # -- legitimate look-alikes: silent --------------------------------------------------------
 
 
 def log_softmax_with_nll_loss() -> None:
-    model = _model()
+    model = tiny_mlp(outputs=3)
     x, y = _batch()
     log_probs = F.log_softmax(model(x), dim=1)
     F.nll_loss(log_probs, y).backward()
@@ -148,7 +133,7 @@ def log_softmax_with_nll_loss() -> None:
 
 
 def softmax_for_metrics_after_the_loss() -> None:
-    model = _model()
+    model = tiny_mlp(outputs=3)
     x, y = _batch()
     logits = model(x)
     loss = F.cross_entropy(logits, y, label_smoothing=0.1)
@@ -158,7 +143,7 @@ def softmax_for_metrics_after_the_loss() -> None:
 
 
 def distillation_with_soft_targets() -> None:
-    student, teacher = _model(), _model()
+    student, teacher = tiny_mlp(outputs=3), tiny_mlp(outputs=3)
     x, _ = _batch()
     with torch.no_grad():
         soft_targets = F.softmax(teacher(x) / 2.0, dim=1)
@@ -166,7 +151,7 @@ def distillation_with_soft_targets() -> None:
 
 
 def evaluation_on_logits_without_grad() -> None:
-    model = _model().eval()
+    model = tiny_mlp(outputs=3).eval()
     x, y = _batch()
     with torch.no_grad():
         for _ in range(10):
@@ -194,7 +179,7 @@ def softmax_over_another_dimension_before_a_linear_layer() -> None:
 def scripted_loss_module() -> None:
     loss = torch.jit.script(nn.CrossEntropyLoss())
     x, y = _batch()
-    loss(_model()(x), y).backward()
+    loss(tiny_mlp(outputs=3)(x), y).backward()
 
 
 @pytest.mark.parametrize("function", [
@@ -207,13 +192,13 @@ def scripted_loss_module() -> None:
     softmax_over_another_dimension_before_a_linear_layer,
 ])
 def test_legitimate_look_alikes_are_silent(function: Callable) -> None:
-    assert _found(function) == set()
+    assert found_lines(function, codes=CODES) == set()
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_a_scripted_loss_module_still_scripts_and_runs_while_watched() -> None:
-    assert _found(scripted_loss_module) == set()
+    assert found_lines(scripted_loss_module, codes=CODES) == set()
 
 
 def test_the_wrapper_is_transparent_and_removed_after_the_test() -> None:
@@ -228,7 +213,7 @@ def test_the_wrapper_is_transparent_and_removed_after_the_test() -> None:
         results.append(F.cross_entropy(x, y, reduction="sum"))
         results.append(nn.CrossEntropyLoss(reduction="sum")(x, y))
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()
     assert F.cross_entropy is original
     expected = original(x, y, reduction="sum")
     assert all(torch.equal(result, expected) for result in results)

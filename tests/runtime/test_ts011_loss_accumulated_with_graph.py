@@ -7,40 +7,22 @@ Each buggy loop marks the line the finding must point at with ``# TS011 here``
 from __future__ import annotations
 
 import gc
-import inspect
 from collections import deque
-from typing import Callable, List, Set, Tuple
+from typing import Callable, Tuple
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import finding_lines, found_lines, marked_lines, regression_batches, tiny_mlp, watch
 
 CODES = ["TS011"]
 STEPS = 6
 
 
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS011 here" in line}
-
-
-def _found(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
-
-
-def _data(device: str = "cpu", n: int = STEPS) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(8, 4, generator=generator).to(device), torch.randn(8, 1, generator=generator).to(device))
-            for _ in range(n)]
-
-
 def _setup(device: str = "cpu"):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).to(device)
+    model = tiny_mlp(device)
     return model, torch.optim.SGD(model.parameters(), lr=0.01)
 
 
@@ -50,7 +32,7 @@ def _setup(device: str = "cpu"):
 def running_loss_without_item(device: str) -> None:
     model, optimizer = _setup(device)
     running_loss = 0.0
-    for x, y in _data(device):
+    for x, y in regression_batches(device, n=STEPS):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
@@ -61,14 +43,14 @@ def running_loss_without_item(device: str) -> None:
 @pytest.mark.parametrize("device", devices())
 def test_a_running_loss_without_item_is_reported_at_the_accumulation(device: str) -> None:
     findings = watch(running_loss_without_item, device, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(running_loss_without_item)
+    assert finding_lines(findings) == marked_lines(running_loss_without_item, codes=CODES)
     assert "`running_loss`" in findings[0].message
 
 
 def tensor_accumulator_before_backward() -> None:
     model, optimizer = _setup()
     total = torch.zeros(())
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         total = total + loss * x.size(0)  # TS011 here
@@ -79,7 +61,7 @@ def tensor_accumulator_before_backward() -> None:
 def list_of_losses() -> None:
     model, optimizer = _setup()
     losses = []
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
@@ -94,7 +76,7 @@ class Trainer:
         self.epoch_loss = 0
 
     def fit(self) -> None:
-        for x, y in _data():
+        for x, y in regression_batches(n=STEPS):
             self.optimizer.zero_grad()
             loss = nn.functional.mse_loss(self.model(x), y)
             loss.backward()
@@ -117,14 +99,14 @@ def _step(model, optimizer, x, y) -> torch.Tensor:
 def accumulator_in_the_calling_function() -> None:
     model, optimizer = _setup()
     total = 0
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         total += _step(model, optimizer, x, y)  # TS011 here
 
 
 def hand_written_sgd() -> None:
     model, _ = _setup()
     total = 0
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
         with torch.no_grad():
@@ -138,7 +120,7 @@ def hand_written_sgd() -> None:
                                   accumulator_in_the_calling_function, hand_written_sgd])
 def test_every_way_of_keeping_the_losses_is_reported_at_its_line(loop: Callable) -> None:
     target = Trainer.fit if loop is attribute_accumulator else loop
-    assert _found(loop) == _marked(target)
+    assert found_lines(loop, codes=CODES) == marked_lines(target, codes=CODES)
 
 
 # -- legitimate look-alikes: silent ------------------------------------------------------
@@ -147,7 +129,7 @@ def test_every_way_of_keeping_the_losses_is_reported_at_its_line(loop: Callable)
 def with_item() -> None:
     model, optimizer = _setup()
     running, history = 0.0, []
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
@@ -159,7 +141,7 @@ def with_item() -> None:
 def under_no_grad() -> None:
     model, optimizer = _setup()
     total = torch.zeros(())
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
@@ -171,7 +153,7 @@ def under_no_grad() -> None:
 def gradient_accumulation_of_the_sum() -> None:
     model, optimizer = _setup()
     loss_sum = 0
-    for i, (x, y) in enumerate(_data(n=12)):
+    for i, (x, y) in enumerate(regression_batches(n=12)):
         loss_sum = loss_sum + nn.functional.mse_loss(model(x), y)
         if i % 3 == 2:
             optimizer.zero_grad()
@@ -183,7 +165,7 @@ def gradient_accumulation_of_the_sum() -> None:
 def stacked_list_backpropagated() -> None:
     model, optimizer = _setup()
     losses = []
-    for i, (x, y) in enumerate(_data(n=12)):
+    for i, (x, y) in enumerate(regression_batches(n=12)):
         losses.append(nn.functional.mse_loss(model(x), y))
         if len(losses) == 2:
             optimizer.zero_grad()
@@ -196,7 +178,7 @@ def previous_loss_kept() -> None:
     model, optimizer = _setup()
     previous = None
     window = deque(maxlen=2)
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
@@ -222,7 +204,7 @@ def gan_with_two_optimizers() -> None:
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
     bce = nn.BCELoss()
-    for real, _ in _data():
+    for real, _ in regression_batches(n=STEPS):
         fake = generator(torch.randn(8, 2))
         opt_d.zero_grad()
         d_loss = bce(discriminator(real), torch.ones(8, 1)) + bce(discriminator(fake.detach()), torch.zeros(8, 1))
@@ -236,7 +218,7 @@ def gan_with_two_optimizers() -> None:
 
 def several_losses_backpropagated_separately_without_optimizer() -> None:
     model, _ = _setup()
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         out = model(x)
         first = nn.functional.mse_loss(out, y)
         second = nn.functional.l1_loss(out, y)
@@ -255,7 +237,7 @@ def several_losses_backpropagated_separately_without_optimizer() -> None:
 def gradient_penalty_with_create_graph() -> None:
     model, optimizer = _setup()
     penalties = []
-    for x, y in _data():
+    for x, y in regression_batches(n=STEPS):
         optimizer.zero_grad()
         x = x.requires_grad_()
         out = model(x)
@@ -270,7 +252,7 @@ def gradient_penalty_with_create_graph() -> None:
 def too_short_to_tell() -> None:
     model, optimizer = _setup()
     total = 0
-    for x, y in _data(n=3):
+    for x, y in regression_batches(n=3):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
@@ -309,7 +291,7 @@ def test_nothing_remains_after_the_test_even_while_the_user_keeps_the_graphs(mon
     def keep() -> None:
         model, optimizer = _setup()
         total = 0
-        for x, y in _data(n=3):
+        for x, y in regression_batches(n=3):
             loss = nn.functional.mse_loss(model(x), y)
             loss.backward()
             optimizer.step()

@@ -7,29 +7,14 @@ reports it too).
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from typing import Callable, Set, Tuple
 
 import pytest
 import torch
 from torch import nn
 
-from helpers import watch
+from helpers import found_lines, marked_lines, watch
 
 CODES = ["TS013"]
-
-
-def _marked(*objects: object) -> Set[Tuple[str, int]]:
-    found = set()
-    for obj in objects:
-        lines, start = inspect.getsourcelines(obj)
-        path = inspect.getsourcefile(obj)
-        found |= {(path, start + i) for i, line in enumerate(lines) if "# TS013 here" in line}
-    return found
-
-
-def _found(function: Callable) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, codes=CODES)}
 
 
 # -- the bug ---------------------------------------------------------------------------
@@ -51,7 +36,7 @@ def call_misspelled() -> None:
 
 
 def test_a_misspelled_init_is_reported_at_its_def_line_when_the_module_is_called() -> None:
-    assert _found(call_misspelled) == _marked(MisspelledNet)
+    assert found_lines(call_misspelled, codes=CODES) == marked_lines(MisspelledNet, codes=CODES)
 
 
 class NoSuperNet(nn.Module):
@@ -78,7 +63,7 @@ def test_a_missing_super_init_is_reported_at_the_init_and_torchs_error_still_rai
         except AttributeError as error:
             holder.append(error)
 
-    assert _found(run) == _marked(NoSuperNet)
+    assert found_lines(run, codes=CODES) == marked_lines(NoSuperNet, codes=CODES)
     assert "cannot assign module before Module.__init__() call" in str(holder[0])
 
 
@@ -101,7 +86,7 @@ def build_late_super_through_a_child() -> None:
 
 
 def test_a_parameter_assigned_before_super_init_is_reported_at_the_init_that_did_it() -> None:
-    assert _found(build_late_super_through_a_child) == _marked(LateSuper)
+    assert found_lines(build_late_super_through_a_child, codes=CODES) == marked_lines(LateSuper, codes=CODES)
 
 
 # -- legitimate look-alikes: silent --------------------------------------------------------
@@ -159,7 +144,7 @@ def use_legitimate_modules() -> None:
 
 
 def test_legitimate_modules_are_silent() -> None:
-    assert _found(use_legitimate_modules) == set()
+    assert found_lines(use_legitimate_modules, codes=CODES) == set()
 
 
 def attribute_errors_of_other_kinds() -> None:
@@ -171,7 +156,7 @@ def attribute_errors_of_other_kinds() -> None:
 
 
 def test_other_assignment_errors_are_not_findings() -> None:
-    assert _found(attribute_errors_of_other_kinds) == set()
+    assert found_lines(attribute_errors_of_other_kinds, codes=CODES) == set()
 
 
 def test_the_setattr_wrapper_is_removed_after_the_test() -> None:
@@ -193,4 +178,4 @@ class DataModule(nn.Module):
 
 
 def test_a_dataclass_module_initialised_in_post_init_is_silent() -> None:
-    assert _found(lambda: DataModule()(torch.randn(3, 2))) == set()
+    assert found_lines(lambda: DataModule()(torch.randn(3, 2)), codes=CODES) == set()

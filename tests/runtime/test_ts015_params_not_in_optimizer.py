@@ -6,33 +6,16 @@ Each buggy function marks the line the finding must point at with ``# TS015 here
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, List, Set, Tuple
+from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import classification_batches, finding_lines, found_lines, marked_lines, watch
 
 CODES = ["TS015"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS015 here" in line}
-
-
-def _found(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
-
-
-def _data(device: str = "cpu", n: int = 3) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(8, 6, generator=generator).to(device),
-             torch.randint(0, 3, (8,), generator=generator).to(device)) for _ in range(n)]
 
 
 class Net(nn.Module):
@@ -49,7 +32,7 @@ class Net(nn.Module):
 
 
 def _train(model: nn.Module, optimizer: torch.optim.Optimizer, device: str = "cpu") -> None:
-    for x, y in _data(device):
+    for x, y in classification_batches(device, features=6, classes=3):
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
@@ -68,7 +51,7 @@ def head_replaced_after_the_optimizer(device: str) -> None:
 @pytest.mark.parametrize("device", devices())
 def test_a_head_replaced_after_the_optimizer_is_reported_at_the_assignment(device: str) -> None:
     findings = watch(head_replaced_after_the_optimizer, device, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(head_replaced_after_the_optimizer)
+    assert finding_lines(findings) == marked_lines(head_replaced_after_the_optimizer, codes=CODES)
     assert "Linear `fc` was added to Net" in findings[0].message
     assert "2 parameters" in findings[0].message
 
@@ -96,12 +79,12 @@ def replaced_during_training() -> None:
 
 
 def test_a_head_replaced_by_the_models_own_method_is_reported_in_that_method() -> None:
-    assert _found(head_replaced_by_a_method) == _marked(Net)
+    assert found_lines(head_replaced_by_a_method, codes=CODES) == marked_lines(Net, codes=CODES)
 
 
 @pytest.mark.parametrize("loop", [weight_norm_after_the_optimizer, replaced_during_training])
 def test_other_ways_of_adding_parameters_late_are_reported(loop: Callable) -> None:
-    assert _found(loop) == _marked(loop)
+    assert found_lines(loop, codes=CODES) == marked_lines(loop, codes=CODES)
 
 
 # -- legitimate look-alikes: silent ------------------------------------------------------
@@ -141,7 +124,7 @@ def second_optimizer_for_the_head() -> None:
     backbone_optimizer = torch.optim.SGD(model.features.parameters(), lr=0.01)
     model.fc = nn.Linear(16, 3)
     head_optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in classification_batches(features=6, classes=3):
         backbone_optimizer.zero_grad()
         head_optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
@@ -159,7 +142,7 @@ def gan_discriminator_built_after_the_generator_optimizer() -> None:
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
     discriminator = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
-    for real, _ in _data():
+    for real, _ in classification_batches(features=6, classes=3):
         fake = generator(torch.randn(8, 2))
         opt_d.zero_grad()
         d_loss = discriminator(real).mean() - discriminator(fake).mean()  # no detach: G gets gradients too
@@ -174,7 +157,7 @@ def loss_network_built_after_the_optimizer() -> None:
     model = Net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     perceptual = nn.Sequential(nn.Linear(3, 4), nn.Tanh())  # trainable, deliberately not optimized
-    for x, _ in _data():
+    for x, _ in classification_batches(features=6, classes=3):
         optimizer.zero_grad()
         perceptual(model(x)).pow(2).mean().backward()
         optimizer.step()

@@ -5,43 +5,25 @@ Each buggy loop marks the line the finding must point at with ``# TS016 here``.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, List, Set, Tuple
+from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import finding_lines, marked_lines, regression_batches, tiny_mlp, watch
 
 CODES = ["TS016"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS016 here" in line}
-
-
-def _data(device: str = "cpu", n: int = 6) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(8, 4, generator=generator).to(device), torch.randn(8, 1, generator=generator).to(device))
-            for _ in range(n)]
-
-
-def _model(device: str = "cpu") -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).to(device)
 
 
 # -- the bug ---------------------------------------------------------------------------
 
 
 def diverging_learning_rate(device: str) -> None:
-    model = _model(device)
+    model = tiny_mlp(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=50.0)
-    for x, y in _data(device, n=20):
+    for x, y in regression_batches(device, n=20):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
@@ -51,15 +33,15 @@ def diverging_learning_rate(device: str) -> None:
 @pytest.mark.parametrize("device", devices())
 def test_a_diverging_run_is_reported_once_at_the_step_with_the_step_number(device: str) -> None:
     findings = watch(diverging_learning_rate, device, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(diverging_learning_rate)
+    assert finding_lines(findings) == marked_lines(diverging_learning_rate, codes=CODES)
     assert len(findings) == 1
     assert "the loss is" in findings[0].message and "at step " in findings[0].message
 
 
 def log_of_zero() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for x, y in _data():
+    for x, y in regression_batches(n=6):
         optimizer.zero_grad()
         loss = -torch.log(torch.sigmoid(model(x)) * 0).mean()
         loss.backward()
@@ -68,14 +50,14 @@ def log_of_zero() -> None:
 
 def test_a_loss_that_is_infinite_from_the_start_is_reported_at_step_1() -> None:
     (finding,) = watch(log_of_zero, codes=CODES)
-    assert (finding.path, finding.line) in _marked(log_of_zero)
+    assert (finding.path, finding.line) in marked_lines(log_of_zero, codes=CODES)
     assert "the loss is +Inf at step 1" in finding.message
 
 
 def gradient_only() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, _ in _data():
+    for x, _ in regression_batches(n=6):
         optimizer.zero_grad()
         out = model(x)
         loss = (out - out.detach()).abs().sqrt().mean()  # 0, but d/dx sqrt(|x|) at 0 is NaN
@@ -85,15 +67,15 @@ def gradient_only() -> None:
 
 def test_a_non_finite_gradient_with_a_finite_loss_names_the_parameter() -> None:
     (finding,) = watch(gradient_only, codes=CODES)
-    assert (finding.path, finding.line) in _marked(gradient_only)
+    assert (finding.path, finding.line) in marked_lines(gradient_only, codes=CODES)
     assert "the gradient of `model.2.weight` is not finite at step 1 (the loss is finite)" in finding.message \
         or "the gradient of `model.0.weight` is not finite at step 1 (the loss is finite)" in finding.message
 
 
 def infinite_loss_term() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for x, y in _data():
+    for x, y in regression_batches(n=6):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y) + torch.tensor(float("inf"))  # the gradients stay finite
         loss.backward()
@@ -102,13 +84,13 @@ def infinite_loss_term() -> None:
 
 def test_an_infinite_loss_is_reported_even_when_its_gradients_are_finite() -> None:
     (finding,) = watch(infinite_loss_term, codes=CODES)
-    assert {(finding.path, finding.line)} == _marked(infinite_loss_term)
+    assert {(finding.path, finding.line)} == marked_lines(infinite_loss_term, codes=CODES)
     assert "the loss is +Inf at step 1" in finding.message
 
 
 def nan_in_the_data_with_a_hand_written_update() -> None:
-    model = _model()
-    for x, y in _data(n=3):
+    model = tiny_mlp()
+    for x, y in regression_batches(n=3):
         y = y * float("nan")
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()  # TS016 here
@@ -120,7 +102,7 @@ def nan_in_the_data_with_a_hand_written_update() -> None:
 
 def test_without_an_optimizer_the_first_non_finite_backward_is_reported() -> None:
     (finding,) = watch(nan_in_the_data_with_a_hand_written_update, codes=CODES)
-    assert {(finding.path, finding.line)} == _marked(nan_in_the_data_with_a_hand_written_update)
+    assert {(finding.path, finding.line)} == marked_lines(nan_in_the_data_with_a_hand_written_update, codes=CODES)
     assert "the loss is NaN and no optimizer step followed" in finding.message
 
 
@@ -128,19 +110,19 @@ def test_without_an_optimizer_the_first_non_finite_backward_is_reported() -> Non
 
 
 def finite_training() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for x, y in _data():
+    for x, y in regression_batches(n=6):
         optimizer.zero_grad()
         nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
 
 
 def _scaled_training(fused: bool) -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
     scaler = torch.amp.GradScaler("cpu", init_scale=3e38)  # scaled gradients overflow: the scaler skips
-    for x, y in _data(n=8):
+    for x, y in regression_batches(n=8):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         scaler.scale(loss).backward()
@@ -158,9 +140,9 @@ def grad_scaler_with_a_fused_optimizer() -> None:
 
 
 def guard_skipping_a_bad_batch() -> None:
-    model = _model()
+    model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for i, (x, y) in enumerate(_data()):
+    for i, (x, y) in enumerate(regression_batches(n=6)):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y) + (float("inf") if i == 0 else 0.0)
         loss.backward()

@@ -6,8 +6,7 @@ Each buggy loop marks the line the finding must point at with ``# TS017 here``.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, Set, Tuple
+from typing import Callable
 
 import pytest
 import torch
@@ -15,15 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from helpers import watch
+from helpers import finding_lines, found_lines, marked_lines, watch
 
 CODES = ["TS017"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS017 here" in line}
 
 
 def _dataset(samples: int = 32) -> TensorDataset:
@@ -58,7 +51,7 @@ def epochs_without_set_epoch() -> None:
 
 def test_epochs_without_set_epoch_are_reported_at_the_loop_over_the_loader() -> None:
     findings = watch(epochs_without_set_epoch, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(epochs_without_set_epoch)
+    assert finding_lines(findings) == marked_lines(epochs_without_set_epoch, codes=CODES)
     assert "the shuffle of epoch 0 is replayed" in findings[0].message
 
 
@@ -102,7 +95,7 @@ def step_based_loop_restarting_the_iterator() -> None:
 @pytest.mark.parametrize("loop", [a_new_sampler_every_epoch, with_an_evaluation_pass_each_epoch,
                                   step_based_loop_restarting_the_iterator])
 def test_other_ways_of_replaying_the_order_are_reported(loop: Callable) -> None:
-    assert {(f.path, f.line) for f in watch(loop, codes=CODES)} == _marked(loop)
+    assert found_lines(loop, codes=CODES) == marked_lines(loop, codes=CODES)
 
 
 # -- legitimate look-alikes: silent ------------------------------------------------------
@@ -192,4 +185,4 @@ def worker_processes() -> None:
 
 
 def test_a_loader_with_worker_processes_is_watched_too() -> None:
-    assert {(f.path, f.line) for f in watch(worker_processes, codes=CODES)} == _marked(worker_processes)
+    assert found_lines(worker_processes, codes=CODES) == marked_lines(worker_processes, codes=CODES)

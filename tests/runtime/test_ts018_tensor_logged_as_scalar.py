@@ -8,24 +8,17 @@ the mechanism itself everywhere.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import types
-from typing import Callable, Set, Tuple
+from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
-from helpers import watch
+from helpers import finding_lines, marked_lines, watch
 
 CODES = ["TS018"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS018 here" in line}
 
 
 class StandInWriter:
@@ -81,7 +74,7 @@ def log_in_a_dict(writer, loss, step) -> None:
 def test_a_tensor_logged_is_reported_at_the_logging_line(writer_module: type, log: Callable) -> None:
     writer = writer_module()
     findings = watch(_train, writer, log, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(log)
+    assert finding_lines(findings) == marked_lines(log, codes=CODES)
     assert len(writer.logged) == 3  # the user's call went through, unchanged
 
 
@@ -125,7 +118,7 @@ def test_the_real_summary_writer_is_watched(tmp_path) -> None:
     writer = tensorboard.SummaryWriter(log_dir=str(tmp_path))
     try:
         findings = watch(_train, writer, log_the_tensor, codes=CODES)
-        assert {(f.path, f.line) for f in findings} == _marked(log_the_tensor)
+        assert finding_lines(findings) == marked_lines(log_the_tensor, codes=CODES)
         assert watch(_train, writer, log_numbers, codes=CODES) == []
     finally:
         writer.close()

@@ -5,8 +5,7 @@ Each function marks the line the finding must point at with ``# TS019 here``.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, Set, Tuple
+from typing import Callable, Tuple
 
 import pytest
 import torch
@@ -14,30 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import finding_lines, found_lines, marked_lines, tiny_mlp, watch
 
 CODES = ["TS019"]
-
-
-def _marked(function: Callable) -> Set[Tuple[str, int]]:
-    lines, start = inspect.getsourcelines(function)
-    path = inspect.getsourcefile(function)
-    return {(path, start + i) for i, line in enumerate(lines) if "# TS019 here" in line}
-
-
-def _found(function: Callable, *args) -> Set[Tuple[str, int]]:
-    return {(f.path, f.line) for f in watch(function, *args, codes=CODES)}
 
 
 def _batch(device: str = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(8, 4, generator=generator).to(device)
     return x, (x[:, :1] > 0).float()
-
-
-def _model(device: str = "cpu") -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).to(device)
 
 
 # -- the bug ---------------------------------------------------------------------------
@@ -58,36 +42,36 @@ def train_model_ending_in_sigmoid(device: str) -> None:
 @pytest.mark.parametrize("device", devices())
 def test_a_model_ending_in_sigmoid_is_reported_at_the_loss_call(device: str) -> None:
     findings = watch(train_model_ending_in_sigmoid, device, codes=CODES)
-    assert {(f.path, f.line) for f in findings} == _marked(train_model_ending_in_sigmoid)
+    assert finding_lines(findings) == marked_lines(train_model_ending_in_sigmoid, codes=CODES)
 
 
 def functional_with_squeeze() -> None:
-    model = _model()
+    model = tiny_mlp()
     x, y = _batch()
     probs = torch.sigmoid(model(x)).squeeze(1)
     F.binary_cross_entropy_with_logits(probs, y.squeeze(1), pos_weight=torch.tensor(2.0)).backward()  # TS019 here
 
 
 def test_a_squeezed_sigmoid_into_the_functional_loss_is_reported() -> None:
-    assert _found(functional_with_squeeze) == _marked(functional_with_squeeze)
+    assert found_lines(functional_with_squeeze, codes=CODES) == marked_lines(functional_with_squeeze, codes=CODES)
 
 
 def keyword_input() -> None:
-    model = _model()
+    model = tiny_mlp()
     x, y = _batch()
     loss = F.binary_cross_entropy_with_logits(target=y, input=model(x).sigmoid())  # TS019 here
     loss.backward()
 
 
 def test_the_input_passed_by_keyword_is_checked() -> None:
-    assert _found(keyword_input) == _marked(keyword_input)
+    assert found_lines(keyword_input, codes=CODES) == marked_lines(keyword_input, codes=CODES)
 
 
 # -- legitimate look-alikes: silent --------------------------------------------------------
 
 
 def sigmoid_with_bce_loss() -> None:
-    model = _model()
+    model = tiny_mlp()
     x, y = _batch()
     probs = torch.sigmoid(model(x))
     nn.BCELoss()(probs, y).backward()
@@ -95,7 +79,7 @@ def sigmoid_with_bce_loss() -> None:
 
 
 def sigmoid_for_metrics_after_the_loss() -> None:
-    model = _model()
+    model = tiny_mlp()
     x, y = _batch()
     logits = model(x)
     F.binary_cross_entropy_with_logits(logits, y).backward()
@@ -103,7 +87,7 @@ def sigmoid_for_metrics_after_the_loss() -> None:
 
 
 def teacher_probabilities_as_targets() -> None:
-    student, teacher = _model(), _model()
+    student, teacher = tiny_mlp(), tiny_mlp()
     x, _ = _batch()
     with torch.no_grad():
         targets = torch.sigmoid(teacher(x))
@@ -134,7 +118,7 @@ def evaluation_without_grad_on_small_logits() -> None:
     evaluation_without_grad_on_small_logits,
 ])
 def test_legitimate_look_alikes_are_silent(function: Callable) -> None:
-    assert _found(function) == set()
+    assert found_lines(function, codes=CODES) == set()
 
 
 def test_the_wrapper_is_transparent_and_removed_after_the_test() -> None:
@@ -148,7 +132,7 @@ def test_the_wrapper_is_transparent_and_removed_after_the_test() -> None:
         results.append(F.binary_cross_entropy_with_logits(x, y, reduction="sum"))
         results.append(nn.BCEWithLogitsLoss(reduction="sum")(x, y))
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()
     assert F.binary_cross_entropy_with_logits is original
     assert all(torch.equal(r, original(x, y, reduction="sum")) for r in results)
 
@@ -160,4 +144,4 @@ def test_a_scripted_loss_module_still_scripts_while_watched() -> None:
         loss = torch.jit.script(nn.BCEWithLogitsLoss())
         loss(torch.randn(4, 1), torch.ones(4, 1))
 
-    assert _found(run) == set()
+    assert found_lines(run, codes=CODES) == set()

@@ -13,10 +13,6 @@ disk or print turned off.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Type
 
@@ -26,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import devices
-from helpers import watch
+from helpers import injected_line, run_pytest_trainsafe, watch
 from pytest_trainsafe.finding import Finding
 
 pl = pytest.importorskip("pytorch_lightning")
@@ -55,18 +51,10 @@ def _trainer(tmp_path: Path, device: str = "cpu", **options: Any) -> "pl.Trainer
     return pl.Trainer(**settings)
 
 
-def _pitfall_line(marker: str) -> int:
-    """The line of this file that ends with ``marker``: where the injected pitfall is written."""
-    for number, text in enumerate(Path(__file__).read_text().splitlines(), start=1):
-        if text.rstrip().endswith(marker):
-            return number
-    raise AssertionError(f"no line ends with {marker!r}")
-
-
 def _only(findings: List[Finding], code: str) -> None:
     """Exactly one finding: ``code``, at the line of this file marked ``# injected: <code>``."""
     got = [(f.code, f.path, f.line) for f in findings]
-    assert got == [(code, __file__, _pitfall_line(f"# injected: {code}"))], findings
+    assert got == [(code, __file__, injected_line(__file__, code))], findings
 
 
 class Classifier(pl.LightningModule):
@@ -315,14 +303,6 @@ def test_the_plugin_is_watching(trainsafe, tmp_path):
 
 
 def test_pytest_trainsafe_passes_on_a_correct_lightning_test_file(tmp_path: Path) -> None:
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    test_file = tmp_path / "test_lightning_training.py"
-    test_file.write_text(textwrap.dedent(_TRAINING_TESTS))
-    environment = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--trainsafe", "-p", "no:cacheprovider", "-q", "-rA", str(test_file)],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    status, output = run_pytest_trainsafe(tmp_path, "test_lightning_training.py", _TRAINING_TESTS)
+    assert status == 0, output
     assert "2 passed" in output, output

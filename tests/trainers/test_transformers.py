@@ -13,10 +13,6 @@ downloaded, nothing saved or reported.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -25,7 +21,7 @@ import torch
 from torch import nn
 
 from conftest import devices
-from helpers import watch
+from helpers import injected_line, run_pytest_trainsafe, watch
 from pytest_trainsafe.finding import Finding
 
 transformers = pytest.importorskip("transformers")
@@ -66,18 +62,10 @@ def _arguments(output_dir: Path, device: str = "cpu", **options: Any) -> "Traini
     return TrainingArguments(**settings)
 
 
-def _pitfall_line(marker: str) -> int:
-    """The line of this file that ends with ``marker``: where the injected pitfall is written."""
-    for number, text in enumerate(Path(__file__).read_text().splitlines(), start=1):
-        if text.rstrip().endswith(marker):
-            return number
-    raise AssertionError(f"no line ends with {marker!r}")
-
-
 def _only(findings: List[Finding], code: str) -> None:
     """Exactly one finding: ``code``, at the line of this file marked ``# injected: <code>``."""
     got = [(f.code, f.path, f.line) for f in findings]
-    assert got == [(code, __file__, _pitfall_line(f"# injected: {code}"))], findings
+    assert got == [(code, __file__, injected_line(__file__, code))], findings
 
 
 class CrossEntropyTrainer(Trainer):
@@ -259,15 +247,8 @@ def test_the_plugin_is_watching(trainsafe, tmp_path):
 
 
 def test_pytest_trainsafe_passes_on_a_correct_transformers_test_file(tmp_path: Path) -> None:
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    test_file = tmp_path / "test_transformers_training.py"
-    test_file.write_text(textwrap.dedent(_TRAINING_TESTS))
-    environment = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")}
-    environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # nothing is fetched: make sure of it
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--trainsafe", "-p", "no:cacheprovider", "-q", "-rA", str(test_file)],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    # nothing is fetched: make sure of it
+    status, output = run_pytest_trainsafe(tmp_path, "test_transformers_training.py", _TRAINING_TESTS,
+                                          HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    assert status == 0, output
     assert "2 passed" in output, output
