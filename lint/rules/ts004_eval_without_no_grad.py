@@ -16,7 +16,8 @@ Deliberately not reported, because autograd may well be wanted or already off:
   inputs, frozen parameters), ``.grad``, an attack or an attribution method by name
   (``pgd_attack``, ``x_adv``, ``saliency``), ``torch.autograd.grad`` / ``torch.autograd.functional`` /
   ``torch.func`` / ``torch.enable_grad``, or calls ``backward`` / ``optimizer.step()`` /
-  ``zero_grad()`` inside the same loop or after the model call (the outputs may be
+  ``zero_grad()`` inside the same loop or after the model call, itself or through a
+  function of this file that does (``train_step(model, batch)``; the outputs may be
   backpropagated: adversarial evaluation, a frozen backbone in a training loop);
 * the model may differentiate its own output: the call passes a keyword such as
   ``compute_force=`` / ``compute_grad=`` / ``stress=``, or the file calls
@@ -39,6 +40,7 @@ from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 import libcst as cst
 
+from ..modes import EVAL_MODE, mode_change
 from ..names import dotted
 from ..patterns import NO_GRAD_CONTEXTS, SET_GRAD_ENABLED, in_no_grad, method_name, receiver_text
 from ..rule import LintRule
@@ -72,6 +74,9 @@ class _Candidate:
     model: str
     position: int
     loop: cst.CSTNode
+    #: The scope's calls of this file's functions, (position, ids of the enclosing loops, name): filled
+    #: in as the walk goes on, read at the end (a training helper called in the loop is training).
+    helper_calls: List[Tuple[int, FrozenSet[int], str]] = field(default_factory=list)
 
 
 @dataclass
@@ -85,6 +90,8 @@ class _Scope:
     candidates: List[_Candidate] = field(default_factory=list)
     #: (position, ids of the enclosing loops) of each backward / optimizer step / zero_grad.
     training: List[Tuple[int, FrozenSet[int]]] = field(default_factory=list)
+    #: (position, ids of the enclosing loops, name) of each call of a function defined in this file.
+    helper_calls: List[Tuple[int, FrozenSet[int], str]] = field(default_factory=list)
     grad_work: bool = False
     grad_off_at: Optional[int] = None
 
@@ -97,16 +104,12 @@ class _CallSite:
     method: bool
 
 
-def _is_false(expression: cst.BaseExpression) -> bool:
-    return isinstance(expression, cst.Name) and expression.value == "False"
-
-
 def _is_true(expression: cst.BaseExpression) -> bool:
     return isinstance(expression, cst.Name) and expression.value == "True"
 
 
 def _mode_argument(call: cst.Call) -> Optional[cst.BaseExpression]:
-    """The ``mode`` argument of ``X.train(mode)`` / ``torch.set_grad_enabled(mode)``, if given."""
+    """The ``mode`` argument of ``torch.set_grad_enabled(mode)``, if given."""
     for arg in call.args:
         if arg.keyword is None or arg.keyword.value == "mode":
             return arg.value
@@ -114,14 +117,15 @@ def _mode_argument(call: cst.Call) -> Optional[cst.BaseExpression]:
 
 
 def _eval_mode_change(call: cst.Call) -> Optional[bool]:
-    """True for ``X.eval()`` / ``X.train(False)``, False for ``X.train()`` / ``X.train(<other>)``, else None."""
-    name = method_name(call)
-    if name == "eval" and not call.args:
-        return True
-    if name == "train" and len(call.args) <= 1:
-        mode = _mode_argument(call)
-        return mode is not None and _is_false(mode)
-    return None
+    """True for ``X.eval()`` / ``X.train(False)``, False for ``X.train()`` / ``X.train(<other>)``, else None.
+
+    :func:`modes.mode_change`, except that a ``train()`` with one argument under another keyword
+    (``trainer.train(epochs=3)``) counts here as leaving eval mode too.
+    """
+    change = mode_change(call)
+    if change is None:
+        return False if method_name(call) == "train" and len(call.args) == 1 else None
+    return change == EVAL_MODE
 
 
 def _is_optimizer(text: Optional[str]) -> bool:
@@ -461,6 +465,8 @@ class EvalWithoutNoGrad(LintRule):
         self._imports: Set[str] = set()
         #: The file calls torch.autograd.grad & co somewhere (a model that differentiates inside forward).
         self._file_differentiates = False
+        #: Functions of this file that run a backward / step / zero_grad themselves (``train_step``).
+        self._training_functions: Set[str] = set()
 
     # -- scopes ------------------------------------------------------------------------
 
@@ -570,6 +576,8 @@ class EvalWithoutNoGrad(LintRule):
         if name is not None and ("backward" in name or name == "zero_grad" or
                                  (name == "step" and _is_optimizer(receiver_text(node)))):
             scope.training.append((self._position, frozenset(id(loop) for loop in self._loops())))
+            if isinstance(scope.node, cst.FunctionDef):
+                self._training_functions.add(scope.node.name.value)
             return
         qualified = self.context.qualified_name(node.func)
         if qualified is not None:
@@ -593,9 +601,10 @@ class EvalWithoutNoGrad(LintRule):
                 arg.keyword is not None and _GRAD_KEYWORDS.search(arg.keyword.value) for arg in node.args):
             loop = self._innermost_loop(node)
             if loop is not None and not self._grad_off_here():
-                scope.candidates.append(_Candidate(node, model, self._position, loop))
+                scope.candidates.append(_Candidate(node, model, self._position, loop, scope.helper_calls))
         called = model.rpartition(".")[2]
         if called in self._defined:
+            scope.helper_calls.append((self._position, frozenset(id(loop) for loop in self._loops()), called))
             grad_off = self._grad_off_here() or (scope.grad_off_at is not None)
             caller = scope.name if isinstance(scope.node, cst.FunctionDef) else None
             self._call_sites.setdefault(called, []).append(_CallSite(caller, grad_off, called != model))
@@ -726,4 +735,7 @@ class EvalWithoutNoGrad(LintRule):
         return answer
 
     def _flag(self, candidate: _Candidate) -> None:
+        if any(name in self._training_functions and (position > candidate.position or id(candidate.loop) in loops)
+               for position, loops, name in candidate.helper_calls):
+            return  # the loop (or what follows) trains through a helper: ``train_step(model, ...)`` per batch
         self.report(candidate.call, f"`{candidate.model}` is in eval mode")

@@ -12,9 +12,10 @@ inside ``forward``: an interatomic potential that differentiates its energy) nee
 autograd: its module is never reported.
 
 After the test, a root module is reported when two of its candidates come from the
-*same* user line with the same batch size (the leading size of the first input tensor):
-a loop over batches, an evaluation pass - not the single forward or the two-call
-determinism check of a unit test, not a loop over batch sizes in a shape test - and
+*same* user line with the same batch size (the leading size of the first input tensor)
+and no optimizer step between them: a loop over batches, an evaluation pass - not the
+single forward or the two-call determinism check of a unit test, not a loop over batch
+sizes in a shape test, not a one-batch check repeated after each epoch - and
 none of its candidates was backpropagated (a module whose eval-mode outputs are
 sometimes backpropagated is doing gradient work: silent).
 
@@ -46,11 +47,13 @@ _HOOKED_OUTPUTS = 4
 class _Candidate:
     """One eval-mode root forward that recorded a graph: where it ran, and whether a backward used it."""
 
-    __slots__ = ("where", "batch", "used")
+    __slots__ = ("where", "batch", "steps", "used")
 
-    def __init__(self, where: Location, batch: Optional[int]) -> None:
+    def __init__(self, where: Location, batch: Optional[int], steps: int) -> None:
         self.where = where
         self.batch = batch
+        #: Optimizer steps taken before it: a pass over batches has no training step inside it.
+        self.steps = steps
         self.used = False
 
     def mark_used(self, grad_outputs: Any) -> None:
@@ -116,6 +119,10 @@ class EvalWithoutNoGrad(RuntimeCheck):
         events.track_depth = True
         events.forward_pre.append(self._on_forward_pre)
         events.forward_post.append(self._on_forward)
+        #: Optimizer steps so far: one forward per epoch from one line (a single-batch check between
+        #: epochs) is not a pass over batches; the same line repeating with no step in between is.
+        self._steps = 0
+        events.step_post.append(self._on_step)
         original = getattr(torch.autograd, "_engine_run_backward", None)
         if original is not None:  # every backward() and autograd.grad() goes through it (torch >= 2.4)
 
@@ -124,6 +131,9 @@ class EvalWithoutNoGrad(RuntimeCheck):
                 return original(*args, **kwargs)
 
             hooks.patch(torch.autograd, "_engine_run_backward", counting_engine_run_backward)
+
+    def _on_step(self, optimizer: Any) -> None:
+        self._steps += 1
 
     def _on_forward_pre(self, module: Any, args: tuple) -> None:
         if self._events.depth == 1:
@@ -163,7 +173,7 @@ class EvalWithoutNoGrad(RuntimeCheck):
         record.count += 1
         if len(record.watched) >= _WATCHED:
             return
-        candidate = _Candidate(user_location(), _batch_size(args, tensor))
+        candidate = _Candidate(user_location(), _batch_size(args, tensor), self._steps)
         record.watched.append(candidate)
         for node in _output_nodes(output, tensor):
             handle = node.register_prehook(candidate.mark_used)
@@ -182,9 +192,9 @@ class EvalWithoutNoGrad(RuntimeCheck):
     def _judge(self, record: _ModuleRecord) -> None:
         if record.needs_grad or any(candidate.used for candidate in record.watched):
             return  # gradient work through an eval-mode model: adversarial, saliency, eval-mode training
-        seen: Dict[Tuple[Location, Optional[int]], _Candidate] = {}
+        seen: Dict[Tuple[Location, Optional[int], int], _Candidate] = {}
         for candidate in record.watched:
-            key = (candidate.where, candidate.batch)
+            key = (candidate.where, candidate.batch, candidate.steps)
             if key in seen:
                 self.report(f"{record.label} in eval mode ran {record.count} forward passes with autograd on; "
                             "none of their outputs was backpropagated", where=seen[key].where)

@@ -10,7 +10,8 @@ What is watched:
   optimizer step, for the last few optimizer steps only (older hooks are removed);
 * at each backward, the losses backpropagated in each of the previous
   ``_GENERATIONS`` *generations*: a generation is the group of backward calls
-  between two optimizer steps (or each backward call alone, in a test where no
+  between two optimizer steps (a step begins one: the backwards of a closure run
+  inside ``step()`` belong to that step; or each backward call alone, in a test where no
   optimizer ever stepped: a hand-written SGD update). In a normal loop they are
   dead (``loss`` was rebound to the new loss). If at least one is alive in
   *every* one of them, something is holding every step's loss: an accumulator
@@ -86,6 +87,9 @@ class LossAccumulatedWithGraph(RuntimeCheck):
         self._generations: Deque[Tuple[int, List[_Root]]] = deque()
         self._sequences: Set[int] = set()
         self._done = False
+        # A step also begins a generation: a closure (LBFGS) runs its backwards inside step(), and
+        # its evaluations of one step, even the first step's, are one generation, not one each.
+        events.step_pre.append(self._on_step)
         events.step_post.append(self._on_step)
         on_backward(hooks, self._on_backward)
         hooks.on_remove(self._release_all)

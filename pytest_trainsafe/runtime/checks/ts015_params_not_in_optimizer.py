@@ -13,7 +13,8 @@ What is watched:
   optimizer (a discriminator, a loss network, an EMA copy) is not late: its
   parent holds no optimized parameter. Only a late registration walks the stack
   (for the user's line) and is remembered;
-* at the next two optimizer steps after a late registration (any optimizer):
+* at the next two optimizer steps after a late registration (any optimizer; as the
+  step begins and as it returns, since ``step(closure)`` runs its backward inside):
   whether the new parameters have a gradient (they took part in a backward
   pass) and belong to no optimizer known to the test (built or stepped in it;
   their ``param_groups`` are read then, so an optimizer rebuilt after the
@@ -82,6 +83,7 @@ class ParamsNotInOptimizer(RuntimeCheck):
         events.module_registered.append(self._on_registered)
         events.parameter_registered.append(self._on_registered)
         events.step_pre.append(self._on_step)
+        events.step_post.append(self._on_step_post)
 
         on_return(hooks, torch.optim.Optimizer, "__init__", self._on_optimizer)
 
@@ -99,11 +101,20 @@ class ParamsNotInOptimizer(RuntimeCheck):
 
     def _on_step(self, optimizer: Any) -> None:
         self._optimizers.add(optimizer)
-        if not self._pending:
-            return
+        if self._pending:
+            self._judge(count=True)
+
+    def _on_step_post(self, optimizer: Any) -> None:
+        # ``optimizer.step(closure)`` (LBFGS) runs its backward inside step(): the gradients exist
+        # only now, and a closure that clears first may wipe them before the next step's pre-hook.
+        if self._pending:
+            self._judge(count=False)
+
+    def _judge(self, count: bool) -> None:
         optimized = {id(p) for known in list(self._optimizers) for p in _parameters(known)}
         for late in self._pending:
-            late.checks -= 1
+            if count:
+                late.checks -= 1
             missing = [p for p in late.parameters() if p.grad is not None and id(p) not in optimized]
             if missing:
                 late.checks = 0
