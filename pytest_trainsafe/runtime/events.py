@@ -24,6 +24,10 @@ class Events:
     def __init__(self) -> None:
         self.forward_pre: List[ForwardPre] = []
         self.forward_post: List[ForwardPost] = []
+        #: Called only for the outermost model call (``depth == 1``): most checks care about
+        #: "the model was called", not about each of its layers, and this skips the rest.
+        self.root_forward_pre: List[ForwardPre] = []
+        self.root_forward_post: List[ForwardPost] = []
         self.step_pre: List[StepHook] = []
         self.step_post: List[StepHook] = []
         self.parameter_registered: List[Registration] = []
@@ -48,7 +52,8 @@ class Events:
         from torch.nn.modules import module as torch_module
         from torch.optim import optimizer as torch_optimizer
 
-        if self.forward_pre or self.forward_post or self.track_depth:
+        if self.forward_pre or self.forward_post or self.root_forward_pre or self.root_forward_post \
+                or self.track_depth:
             hooks.add(torch_module.register_module_forward_pre_hook(self._on_forward_pre))
             hooks.add(torch_module.register_module_forward_hook(self._on_forward, always_call=True))
         if self.step_pre:
@@ -62,11 +67,17 @@ class Events:
 
     def _on_forward_pre(self, module: Any, args: tuple) -> None:
         self.depth += 1
-        self._fan_out(self.forward_pre, module, args)
+        if self.depth == 1 and self.root_forward_pre:
+            self._fan_out(self.root_forward_pre, module, args)
+        if self.forward_pre:
+            self._fan_out(self.forward_pre, module, args)
 
     def _on_forward(self, module: Any, args: tuple, output: Any) -> None:
         try:
-            self._fan_out(self.forward_post, module, args, output)
+            if self.forward_post:
+                self._fan_out(self.forward_post, module, args, output)
+            if self.depth == 1 and self.root_forward_post:
+                self._fan_out(self.root_forward_post, module, args, output)
         finally:
             self.depth -= 1
 

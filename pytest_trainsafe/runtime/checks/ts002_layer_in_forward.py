@@ -171,7 +171,7 @@ class LayerInForward(RuntimeCheck):
         self._assigned: Any = WeakIdKeyDictionary()
         events.track_depth = True
         events.parameter_registered.append(self._on_parameter)
-        events.forward_post.append(self._on_forward_post)
+        events.root_forward_post.append(self._on_forward_post)
 
     def finish(self) -> None:
         try:

@@ -117,8 +117,8 @@ class EvalWithoutNoGrad(RuntimeCheck):
         self._backwards = 0
         self._backwards_at_root = 0
         events.track_depth = True
-        events.forward_pre.append(self._on_forward_pre)
-        events.forward_post.append(self._on_forward)
+        events.root_forward_pre.append(self._on_forward_pre)
+        events.root_forward_post.append(self._on_forward)
         #: Optimizer steps so far: one forward per epoch from one line (a single-batch check between
         #: epochs) is not a pass over batches; the same line repeating with no step in between is.
         self._steps = 0

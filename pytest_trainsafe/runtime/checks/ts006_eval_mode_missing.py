@@ -88,7 +88,7 @@ class EvalModeMissing(RuntimeCheck):
         self._trained_explicitly: Any = WeakIdKeyDictionary()
         self._backwards = 0
         events.track_depth = True
-        events.forward_post.append(self._on_forward)
+        events.root_forward_post.append(self._on_forward)
         events.module_registered.append(self._modes.invalidate)
         on_backward(hooks, self._on_backward)
         on_mode_change(hooks, self._on_mode)

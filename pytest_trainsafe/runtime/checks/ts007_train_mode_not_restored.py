@@ -91,7 +91,7 @@ class TrainModeNotRestored(RuntimeCheck):
         #: optimizer -> (number of param groups, ids of its parameters)
         self._parameters: Any = WeakIdKeyDictionary()
         events.track_depth = True
-        events.forward_post.append(self._on_forward)
+        events.root_forward_post.append(self._on_forward)
         events.step_pre.append(self._on_step)
         events.step_post.append(self._on_step)
         events.module_registered.append(self._modes.invalidate)
