@@ -9,7 +9,7 @@ echo "== static: trainsafe lint examples/bad examples/fixed =="
 .venv/bin/trainsafe lint --statistics examples/bad examples/fixed
 echo
 echo "== runtime: pytest --trainsafe runs every buggy example =="
-.venv/bin/python -m pytest --trainsafe -q -p no:cacheprovider --no-header -rN --tb=line examples/demo
+.venv/bin/python -m pytest --trainsafe -q -p no:cacheprovider --no-header -rN --tb=short examples/demo
 echo
 echo "== runtime: the example model repository, correct code, under pytest --trainsafe =="
 (cd examples/model_repo && ../../.venv/bin/python -m pytest --trainsafe -q -p no:cacheprovider)

@@ -29,6 +29,20 @@ FIXES = {
         "import torch\ny = torch.functional.gelu(x)\n",
         "import torch\ny = torch.nn.functional.gelu(x)\n",
     ),
+    "TS009 direct forward": (
+        """\
+        import torch
+        from torch import nn
+        model = nn.Linear(4, 2)
+        out = model.forward(torch.randn(1, 4))
+        """,
+        """\
+        import torch
+        from torch import nn
+        model = nn.Linear(4, 2)
+        out = model(torch.randn(1, 4))
+        """,
+    ),
     "TS012 discarded move": (
         """\
         import torch

@@ -32,7 +32,7 @@ import libcst as cst
 from ..names import dotted
 from ..patterns import receiver
 from ..values import is_torch_module_base
-from ..rule import LintRule
+from ..rule import Fix, LintRule
 
 _MODULE_NAME = re.compile(
     r"model|net|encoder|decoder|backbone|classifier|generator|discriminator|student|teacher|policy|critic|actor|"
@@ -212,7 +212,11 @@ class ForwardCalledDirectly(LintRule):
             return
         for call, text in self._calls:
             if text not in self._inverted and self._is_module(text):
-                self.report(call, f"call {text}(...) instead")
+                # ``text`` is a plain name chain (no call, no subscript): dropping ``.forward``
+                # evaluates exactly the same receiver, and the call now runs the module's hooks.
+                fixed = call.with_changes(func=call.func.value) if isinstance(call.func, cst.Attribute) else None
+                self.report(call, f"call {text}(...) instead",
+                            fix=Fix(fixed, f"call {text}(...)") if fixed is not None else None)
 
     # -- is the receiver a module? ---------------------------------------------------------
 
