@@ -43,6 +43,32 @@ FIXES = {
         out = model(torch.randn(1, 4))
         """,
     ),
+    "TS011 accumulated loss": (
+        """\
+        import torch.nn.functional as F
+        def train(model, loader, opt):
+            total = 0.0
+            for x, y in loader:
+                opt.zero_grad()
+                loss = F.mse_loss(model(x), y)
+                loss.backward()
+                opt.step()
+                total += loss
+            return total
+        """,
+        """\
+        import torch.nn.functional as F
+        def train(model, loader, opt):
+            total = 0.0
+            for x, y in loader:
+                opt.zero_grad()
+                loss = F.mse_loss(model(x), y)
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            return total
+        """,
+    ),
     "TS012 discarded move": (
         """\
         import torch

@@ -31,7 +31,7 @@ import libcst as cst
 from ..loss_flow import BACKWARD_METHODS, LossFlow, expression_text
 from ..patterns import in_no_grad, method_name, receiver
 from ..values import enclosing_scope
-from ..rule import LintRule
+from ..rule import Fix, LintRule
 
 _LOOPS = (cst.For, cst.While)
 
@@ -55,6 +55,24 @@ def _accumulation(node: cst.CSTNode) -> Optional[Tuple[cst.BaseExpression, cst.B
         target = receiver(node.value)
         return (target, node.value.args[0].value) if target is not None else None
     return None
+
+
+def _item_fix(node: cst.CSTNode, loss: str, backwards: list) -> Optional[Fix]:
+    """``total += loss`` -> ``total += loss.item()``, only where ``loss`` is certainly a scalar.
+
+    It is: ``loss.backward()`` with no gradient argument runs in the same loop, and
+    backward() without one accepts only a scalar, so ``.item()`` cannot fail there.
+    """
+    if not (isinstance(node, cst.AugAssign) and isinstance(node.value, cst.Name) and node.value.value == loss):
+        return None
+    scalar = any(
+        not call.call.args and isinstance(call.call.func, cst.Attribute) and call.call.func.attr.value == "backward"
+        and isinstance(call.call.func.value, cst.Name) and call.call.func.value.value == loss
+        for call in backwards)
+    if not scalar:
+        return None
+    item = cst.Call(func=cst.Attribute(value=node.value, attr=cst.Name("item")))
+    return Fix(node.with_changes(value=item), f"accumulate {loss}.item()")
 
 
 class LossAccumulatedWithGraph(LintRule):
@@ -277,9 +295,10 @@ class LossAccumulatedWithGraph(LintRule):
                     or in_no_grad(self.context, ancestors[::-1]) or self._reset_before(flow, accumulator, loop, node):
                 continue
             for name in flow.graph_sources(value):
-                if name.value != accumulator and any(
-                        any(a is loop for a in call.ancestors) for call in flow.backward_calls_of(name)):
-                    self.report(node, f"`{accumulator}` keeps the graph of `{name.value}`")
+                backwards = [call for call in flow.backward_calls_of(name) if any(a is loop for a in call.ancestors)]
+                if name.value != accumulator and backwards:
+                    self.report(node, f"`{accumulator}` keeps the graph of `{name.value}`",
+                                fix=_item_fix(node, name.value, backwards))
                     break
 
     @staticmethod
