@@ -235,16 +235,6 @@ def decode_and_lint(path: str, data: bytes, rule_types: Sequence[Type[LintRule]]
     return lint_source(source, path, rule_types)
 
 
-def lint_file(path: str, rule_types: Sequence[Type[LintRule]]) -> FileResult:
-    """Read and lint one file; any read or decode problem becomes an error, never an exception."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        return FileResult(path, errors=[LintError(path, 0, f"cannot read: {exc.strerror or exc}")])
-    return decode_and_lint(path, data, rule_types)
-
-
 class _Replace(cst.CSTTransformer):
     def __init__(self, replacements: Dict[cst.CSTNode, cst.CSTNode]) -> None:
         super().__init__()
@@ -271,21 +261,19 @@ def fix_source(source: str, path: str, rule_types: Sequence[Type[LintRule]], uns
     outcome = FixOutcome(source)
     for _ in range(rounds):
         _, module, kept = _analyse(outcome.source, path, rule_types)
-        fixes = [raw.fix for raw in kept if raw.fix is not None and (raw.fix.safe or unsafe)]
-        if module is None or not fixes:
+        fixable = [raw for raw in kept if raw.fix is not None and (raw.fix.safe or unsafe)]
+        if module is None or not fixable:
             break
         replacements: Dict[cst.CSTNode, cst.CSTNode] = {}
         titles = []
-        for fix in fixes:
-            target = fix.target if fix.target is not None else next(r.node for r in kept if r.fix is fix)
-            if target not in replacements:
-                replacements[target] = fix.replacement
-                titles.append(fix.title)
+        for raw in fixable:
+            if raw.node not in replacements:
+                replacements[raw.node] = raw.fix.replacement  # type: ignore[union-attr]
+                titles.append(raw.fix.title)  # type: ignore[union-attr]
         new_source = module.visit(_Replace(replacements)).code
-        try:
-            cst.parse_module(new_source)
+        try:  # the next round re-lints the fixed text with libcst
             compile(new_source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
-        except (cst.ParserSyntaxError, SyntaxError, ValueError) as exc:
+        except (SyntaxError, ValueError) as exc:
             outcome.error = f"a fix produced code that does not parse ({exc}); file left unchanged by it"
             break
         if new_source == outcome.source:

@@ -14,7 +14,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tupl
 import libcst as cst
 
 from .names import dotted
-from .patterns import _SAME_MODULE_METHODS, bound_names, in_no_grad, method_name, receiver
+from .names import bound_names
+from .patterns import _SAME_MODULE_METHODS, in_no_grad, method_name, receiver
 from .rule import FileContext, LintRule
 from .tree import child_nodes
 

@@ -38,14 +38,15 @@ def _module_name(node: Union[cst.Attribute, cst.Name]) -> str:
     return dotted(node) or ""
 
 
-def _target_names(target: cst.BaseExpression) -> Iterable[str]:
+def bound_names(target: cst.CSTNode) -> Iterable[str]:
+    """Names an assignment target binds: ``a``, ``a, (b, *c)`` -> a, b, c (attributes and subscripts bind none)."""
     if isinstance(target, cst.Name):
         yield target.value
     elif isinstance(target, (cst.Tuple, cst.List)):
         for element in target.elements:
-            yield from _target_names(element.value)
+            yield from bound_names(element.value)
     elif isinstance(target, cst.StarredElement):
-        yield from _target_names(target.value)
+        yield from bound_names(target.value)
 
 
 def _import_bindings(node: Union[cst.Import, cst.ImportFrom], into: Dict[str, str]) -> None:
@@ -76,7 +77,7 @@ def collect_bindings(body: Iterable[cst.CSTNode], into: Dict[str, str]) -> None:
         elif isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
             into[statement.name.value] = LOCAL
         elif isinstance(statement, (cst.For,)):
-            for name in _target_names(statement.target):
+            for name in bound_names(statement.target):
                 into[name] = LOCAL
             collect_bindings(statement.body.body, into)
             if statement.orelse is not None:
@@ -94,7 +95,7 @@ def collect_bindings(body: Iterable[cst.CSTNode], into: Dict[str, str]) -> None:
         elif isinstance(statement, cst.With):
             for item in statement.items:
                 if item.asname is not None:
-                    for name in _target_names(item.asname.name):
+                    for name in bound_names(item.asname.name):
                         into[name] = LOCAL
             collect_bindings(statement.body.body, into)
         elif isinstance(statement, (cst.Try, cst.TryStar)):
@@ -113,10 +114,10 @@ def _small_binding(small: cst.BaseSmallStatement, into: Dict[str, str]) -> None:
         _import_bindings(small, into)
     elif isinstance(small, cst.Assign):
         for target in small.targets:
-            for name in _target_names(target.target):
+            for name in bound_names(target.target):
                 into[name] = LOCAL
     elif isinstance(small, (cst.AnnAssign, cst.AugAssign)):
-        for name in _target_names(small.target):
+        for name in bound_names(small.target):
             into[name] = LOCAL
 
 

@@ -78,13 +78,3 @@ def in_no_grad(context: FileContext, ancestors: Optional[Sequence[cst.CSTNode]] 
 #: Method chains that return the same module (``Net().to(device).eval()``).
 _SAME_MODULE_METHODS = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval",
                                   "requires_grad_", "to_empty"})
-
-
-def bound_names(target: cst.CSTNode) -> Iterator[str]:
-    if isinstance(target, cst.Name):
-        yield target.value
-    elif isinstance(target, (cst.Tuple, cst.List)):
-        for element in target.elements:
-            yield from bound_names(element.value)
-    elif isinstance(target, cst.StarredElement):
-        yield from bound_names(target.value)

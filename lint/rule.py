@@ -24,14 +24,12 @@ class Fix:
     """Replace the reported node with ``replacement``.
 
     ``safe`` fixes cannot change what the program computes and are applied by
-    ``--fix``; the others need ``--unsafe-fixes`` too. ``target`` is the node to
-    replace when it is not the reported one (e.g. the whole statement).
+    ``--fix``; the others need ``--unsafe-fixes`` too.
     """
 
     replacement: cst.CSTNode
     title: str
     safe: bool = True
-    target: Optional[cst.CSTNode] = None
 
 
 @dataclass

@@ -12,8 +12,7 @@ from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence,
 
 import libcst as cst
 
-from .names import LOCAL, canonical, collect_bindings, dotted
-from .patterns import bound_names
+from .names import LOCAL, bound_names, canonical, collect_bindings, dotted
 from .rule import FileContext
 from .tree import child_nodes
 

@@ -7,7 +7,6 @@ is read only when asked for, so importing the catalog stays cheap.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Dict, Iterable, List, Tuple
@@ -107,9 +106,6 @@ _CATALOG: Tuple[Rule, ...] = (
 RULES: Dict[str, Rule] = {rule.code: rule for rule in _CATALOG}
 BY_NAME: Dict[str, Rule] = {rule.name: rule for rule in _CATALOG}
 
-_CODE_RE = re.compile(r"^TS\d{3}$")
-
-
 class UnknownCodeError(ValueError):
     """A code (or code prefix) that names no rule; the message says where it came from."""
 
@@ -134,6 +130,3 @@ def expand_codes(selectors: Iterable[str], origin: str) -> List[str]:
         codes.extend(c for c in matched if c not in codes)
     return codes
 
-
-def is_code(text: str) -> bool:
-    return bool(_CODE_RE.match(text))

@@ -50,10 +50,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("trainsafe", "trainsafe: PyTorch training pitfalls")
     for option in OPTIONS:
         if option.kind == "bool":
-            group.addoption(option.flag, action="store_true", default=None, dest=option.dest, help=option.help)
+            group.addoption(option.flag, action="store_true", default=None, dest=option.name, help=option.help)
             parser.addini(option.name, option.help, type="bool", default=False)
         else:
-            group.addoption(option.flag, action="store", default=None, dest=option.dest, help=option.help)
+            group.addoption(option.flag, action="store", default=None, dest=option.name, help=option.help)
             # Codes may be a TOML list or a comma/space separated string.
             parser.addini(option.name, option.help, type="args" if option.kind == "codes" else "string",
                           default=[] if option.kind == "codes" else "")
@@ -64,7 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "trainsafe(ignore=[...], select=[...]): narrow the trainsafe rules checked in this test",
     )
-    cli = {o.name: config.getoption(o.dest) for o in OPTIONS}
+    cli = {o.name: config.getoption(o.name) for o in OPTIONS}
     ini = {}
     for option in OPTIONS:
         try:
@@ -147,8 +147,7 @@ class TrainsafeFixture:
         return report
 
     def clear(self) -> None:
-        self._monitor.findings.clear()
-        self._monitor._seen.clear()
+        self._monitor.clear()
 
 
 @pytest.fixture

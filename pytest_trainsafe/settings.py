@@ -23,10 +23,6 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    @property
-    def dest(self) -> str:
-        return self.name
-
 
 OPTIONS = (
     Option("trainsafe", "watch every test for PyTorch training pitfalls (fails a test that has one)", "bool"),
@@ -79,7 +75,8 @@ def resolve(cli: dict, ini: dict) -> Settings:
     json_path, _ = pick("trainsafe_json")
     select, select_origin = pick("trainsafe_select")
     ignore, ignore_origin = pick("trainsafe_ignore")
-    codes: Iterable[str] = expand_codes(split_codes(select), select_origin) if split_codes(select) else runtime_codes()
+    selected = split_codes(select)
+    codes: Iterable[str] = expand_codes(selected, select_origin) if selected else runtime_codes()
     ignored = set(expand_codes(split_codes(ignore), ignore_origin))
     return Settings(bool(enabled), bool(warn), json_path or None,
                     frozenset(c for c in codes if c not in ignored and c in detectors.runtime_codes()))

@@ -39,7 +39,7 @@ from typing import Dict, List, Optional
 import libcst as cst
 
 from ..names import collect_bindings, dotted
-from ..patterns import bound_names
+from ..names import bound_names
 from ..tree import walk_nodes
 from ..values import Frame, ValueTracer
 from ..rule import FileContext, LintRule

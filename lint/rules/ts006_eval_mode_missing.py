@@ -49,7 +49,7 @@ import libcst as cst
 from ..names import dotted
 from ..modes import (CallSite, EITHER_MODE, EVAL_MODE, ModeFlow, ModeFlowRule, TRAIN_MODE, argument_names,
     is_test_function, mode_change, related_receivers)
-from ..patterns import bound_names
+from ..names import bound_names
 
 _EVAL_FUNCTION = re.compile(r"eval|valid|(^|_)val($|_)|(^|_)test|predict|infer|(^|_)score|metric|accuracy|"
                             r"(^|_)acc($|_)|benchmark", re.I)

@@ -111,6 +111,11 @@ class Monitor:
             warnings.warn("trainsafe: a check failed internally and was skipped: " + "; ".join(self.events.errors),
                           RuntimeWarning, stacklevel=2)
 
+    def clear(self) -> None:
+        """Forget the findings so far (the same location may be reported again)."""
+        self.findings.clear()
+        self._seen.clear()
+
     def report(self, code: str, detail: str = "", *, where: Optional[Location] = None,
                frame: Optional[FrameType] = None, **extra: object) -> None:
         """Record a finding once per (code, file, line); locate it on the user's line if not given."""
