@@ -2,7 +2,7 @@
 
 What is watched: parameter registrations (``Module.register_parameter``, which
 ``nn.Linear.__init__`` and every other parameterized layer go through) that happen
-while a module call is running (``events.depth > 0``). Correct code almost never
+while a module call is running (``events.root`` is set). Correct code almost never
 does this, so only then is the stack looked at, up to the innermost running
 module call:
 
@@ -41,7 +41,7 @@ Lazy modules (``nn.LazyLinear``) materialise their parameters in place on their
 first call, which registers nothing: silent. Buffers are not parameters.
 Parameter-free modules (``nn.ReLU()``, ``nn.Dropout()``) register nothing: silent.
 
-Cost: one depth test per parameter registration outside forward (model
+Cost: one attribute test per parameter registration outside forward (model
 construction); one comparison per module call. The stack walk, bounded by the
 innermost module call, happens only for registrations inside a forward, once per
 module that receives parameters there. Modules and parameters are referenced weakly;
@@ -169,7 +169,6 @@ class LayerInForward(RuntimeCheck):
         self._previous: Any = WeakIdKeyDictionary()
         #: module -> {parameter name: (line, serial, parameter ref, shape)} for Parameters assigned in forward.
         self._assigned: Any = WeakIdKeyDictionary()
-        events.track_depth = True
         events.parameter_registered.append(self._on_parameter)
         events.root_forward_post.append(self._on_forward_post)
 
@@ -182,7 +181,7 @@ class LayerInForward(RuntimeCheck):
     # -- events ----------------------------------------------------------------------
 
     def _on_parameter(self, module: Any, name: str, param: Any) -> None:
-        if self._events.depth == 0:
+        if self._events.root is None:
             return
         try:
             handled = self._handled.get(module)
@@ -195,8 +194,6 @@ class LayerInForward(RuntimeCheck):
             pass
 
     def _on_forward_post(self, module: Any, args: tuple, output: Any) -> None:
-        if self._events.depth != 1:
-            return
         try:
             if self._births:
                 self._settle()

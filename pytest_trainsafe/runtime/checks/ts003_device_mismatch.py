@@ -36,7 +36,6 @@ modules, a look at the first parameter and at each positional argument.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable, Dict, Optional
 
 import torch
@@ -52,6 +51,7 @@ _EXEMPT = frozenset({"CTCLoss"})
 #: Optimizer state entries checked per parameter group (a bound on the per-step cost).
 _STATE_PROBES = 8
 _LAZY = object()
+_Uninitialized = torch.nn.parameter.UninitializedTensorMixin
 
 
 def _checked_class(cls: type) -> bool:
@@ -70,13 +70,14 @@ def _own_device(module: Any) -> Any:
 
     None when it owns neither; ``_LAZY`` when its parameters are not materialised yet.
     """
-    for kind, table in (("parameters", module._parameters), ("buffers", module._buffers)):
-        for value in table.values():
-            if value is None:
-                continue
-            if kind == "parameters" and torch.nn.parameter.is_lazy(value):
+    for value in module._parameters.values():
+        if value is not None:
+            if isinstance(value, _Uninitialized):
                 return _LAZY  # shape and device are decided by the first forward
-            return value.device, kind
+            return value.device, "parameters"
+    for value in module._buffers.values():
+        if value is not None:
+            return value.device, "buffers"
     return None
 
 
@@ -85,31 +86,23 @@ class DeviceMismatch(RuntimeCheck):
 
     def install(self, events: Events, hooks: HookSet) -> None:
         self._events = events
-        events.track_depth = True
-        self._decisions: Dict[type, bool] = {}
-        self._root: Callable[[], Any] = lambda: None
         self._optimizer_classes: Dict[type, bool] = {}
-        events.forward_pre.append(self._on_forward_pre)
+        events.module_class.append(self._on_module_class)
         events.step_pre.append(self._on_step_pre)
 
     # -- modules ------------------------------------------------------------------------
 
-    def _on_forward_pre(self, module: Any, args: tuple) -> None:
-        try:
-            if self._events.depth == 1:
-                self._root = weakref.ref(module)
-            cls = type(module)
-            checked = self._decisions.get(cls)
-            if checked is None:
-                checked = self._decisions[cls] = _checked_class(cls)
-            if not checked or not args:
-                return
-            attributes = module.__dict__
-            if "forward" in attributes or "_hf_hook" in attributes or attributes.get("_is_replica"):
-                return
-            self._check_arguments(module, args)
-        except Exception:  # a check must never break the user's forward
+    def _on_module_class(self, cls: type) -> Optional[Callable[[Any, tuple], None]]:
+        """Every call of a module of one of torch's own classes has its arguments looked at."""
+        return self._on_call if _checked_class(cls) else None
+
+    def _on_call(self, module: Any, args: tuple) -> None:
+        if not args:
             return
+        attributes = module.__dict__
+        if "forward" in attributes or "_hf_hook" in attributes or attributes.get("_is_replica"):
+            return
+        self._check_arguments(module, args)
 
     def _check_arguments(self, module: Any, args: tuple) -> None:
         own = _own_device(module)
@@ -148,7 +141,7 @@ class DeviceMismatch(RuntimeCheck):
     def _module_name(self, module: Any) -> str:
         """``Linear (Net.head)``: the class, and where it sits in the model being called, if found."""
         label = type(module).__name__
-        root = self._root()
+        root = self._events.root
         if root is None or root is module:
             return label
         try:

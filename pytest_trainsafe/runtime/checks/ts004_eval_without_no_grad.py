@@ -1,6 +1,6 @@
 """TS004 eval-without-no-grad at runtime: an evaluation pass builds autograd graphs nobody uses.
 
-What is watched: every *root* module call (the outermost model call, ``events.depth == 1``)
+What is watched: every *root* module call (the outermost model call)
 that finishes with the module in eval mode, autograd on (not ``no_grad``, not
 ``inference_mode``) and an output that has a ``grad_fn``. Such a call is a *candidate*:
 the model is being evaluated, yet a graph was recorded. A candidate is harmless when
@@ -108,7 +108,6 @@ class EvalWithoutNoGrad(RuntimeCheck):
         import torch
 
         self._torch = torch
-        self._events = events
         self._hooks = hooks
         #: id(module) -> record; a record whose module died (and whose id may be reused) is retired.
         self._records: Dict[int, _ModuleRecord] = {}
@@ -116,7 +115,6 @@ class EvalWithoutNoGrad(RuntimeCheck):
         #: Backward passes run so far, and that count when the running root forward began.
         self._backwards = 0
         self._backwards_at_root = 0
-        events.track_depth = True
         events.root_forward_pre.append(self._on_forward_pre)
         events.root_forward_post.append(self._on_forward)
         #: Optimizer steps so far: one forward per epoch from one line (a single-batch check between
@@ -136,12 +134,9 @@ class EvalWithoutNoGrad(RuntimeCheck):
         self._steps += 1
 
     def _on_forward_pre(self, module: Any, args: tuple) -> None:
-        if self._events.depth == 1:
-            self._backwards_at_root = self._backwards
+        self._backwards_at_root = self._backwards
 
     def _on_forward(self, module: Any, args: tuple, output: Any) -> None:
-        if self._events.depth != 1:
-            return
         try:
             if module.training:
                 return

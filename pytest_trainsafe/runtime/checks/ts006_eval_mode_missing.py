@@ -1,6 +1,6 @@
 """TS006 eval-mode-missing at runtime: an evaluation pass runs with dropout / batch-norm in train mode.
 
-What is watched: *root* module calls (``events.depth == 1``, the outermost model call).
+What is watched: *root* module calls (the outermost model call).
 
 * A root call with autograd on and the module in train mode marks the module as
   *trained from* that point: once a backward has run after it, the model has been
@@ -81,13 +81,11 @@ class EvalModeMissing(RuntimeCheck):
         from torch.utils.weak import WeakIdKeyDictionary
 
         self._torch = torch
-        self._events = events
         self._modes = ModeIndex()
         self._roots: Any = WeakIdKeyDictionary()
         #: Backward count at the last explicit ``module.train()`` (outermost call) per module.
         self._trained_explicitly: Any = WeakIdKeyDictionary()
         self._backwards = 0
-        events.track_depth = True
         events.root_forward_post.append(self._on_forward)
         events.module_registered.append(self._modes.invalidate)
         on_backward(hooks, self._on_backward)
@@ -101,7 +99,7 @@ class EvalModeMissing(RuntimeCheck):
             self._trained_explicitly[module] = self._backwards
 
     def _on_forward(self, module: Any, args: tuple, output: Any) -> None:
-        if self._events.depth != 1 or not module.training:
+        if not module.training:
             return
         try:
             torch = self._torch

@@ -6,7 +6,7 @@ What is watched:
   ``train(False)`` call records,
   for the module it was called on, the user's line that made it (a stack walk per
   ``eval()`` call: once per evaluation, not per batch);
-* root module calls (``events.depth == 1``) that finish with autograd on while the module
+* root module calls (the outermost model call) that finish with autograd on while the module
   is in eval mode mark the module as *pending* (a flag read and a weak-dictionary write);
 * at each optimizer step (pre and post, for closure optimizers), every pending module is
   judged and the pending set is cleared. It is reported when it is still entirely in
@@ -81,7 +81,6 @@ class TrainModeNotRestored(RuntimeCheck):
         from torch.utils.weak import WeakIdKeyDictionary
 
         self._torch = torch
-        self._events = events
         self._modes = ModeIndex()
         #: Root modules called in eval mode with autograd on since the last step.
         self._pending: Any = WeakIdKeyDictionary()
@@ -90,7 +89,6 @@ class TrainModeNotRestored(RuntimeCheck):
         self._reported: Any = WeakIdKeyDictionary()
         #: optimizer -> (number of param groups, ids of its parameters)
         self._parameters: Any = WeakIdKeyDictionary()
-        events.track_depth = True
         events.root_forward_post.append(self._on_forward)
         events.step_pre.append(self._on_step)
         events.step_post.append(self._on_step)
@@ -104,7 +102,7 @@ class TrainModeNotRestored(RuntimeCheck):
             self._eval_at[module] = None if _in_test_function(where) else where
 
     def _on_forward(self, module: Any, args: tuple, output: Any) -> None:
-        if self._events.depth != 1 or module.training:
+        if module.training:
             return
         try:
             if self._torch.is_grad_enabled() and module not in self._reported:

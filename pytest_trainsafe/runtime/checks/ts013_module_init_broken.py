@@ -8,8 +8,8 @@ What is watched:
   is the finding (located at its ``def`` line, like the linter), and torch's error
   propagates unchanged. This catches an ``__init__`` that assigns a layer before
   ``super().__init__()`` or never calls it.
-- On every module call (``events.forward_pre``), the module's class is examined once
-  (cached per class): a user class that defines no ``__init__`` but a method whose
+- On the first call of each module class in the test (``events.module_class``), the
+  class is examined: a user class that defines no ``__init__`` but a method whose
   name is a near miss of it (``__int__``, ``_init_``...) and that does what an
   initialiser does (stores attributes, calls an ``__init__``), never called by name
   from the class, is the finding, located at that method's ``def`` line. The forward
@@ -17,7 +17,7 @@ What is watched:
   on the missing layer.
 
 Cost: one extra Python call per module attribute assignment (construction, ``train()``);
-one dictionary lookup per module call; the class analysis (reading a few code objects)
+no work of its own per module call; the class analysis (reading a few code objects)
 once per class.
 """
 
@@ -27,7 +27,7 @@ import dis
 import inspect
 import sys
 from types import FrameType, FunctionType
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -100,8 +100,7 @@ class ModuleInitBrokenCheck(RuntimeCheck):
     CODE = "TS013"
 
     def install(self, events: Events, hooks: HookSet) -> None:
-        self._classes: Dict[type, Optional[Location]] = {}
-        events.forward_pre.append(self._on_forward_pre)
+        events.module_class.append(self._on_module_class)
         original = torch.nn.Module.__setattr__
         report = self._on_uninitialised
 
@@ -128,15 +127,12 @@ class ModuleInitBrokenCheck(RuntimeCheck):
         except Exception:  # never let the check itself hide torch's error
             pass
 
-    def _on_forward_pre(self, module: Any, args: Tuple[Any, ...]) -> None:
-        cls = type(module)
+    def _on_module_class(self, cls: type) -> Optional[Callable[[Any, tuple], None]]:
+        """Examine each module class on its first call: report it there if its ``__init__`` is misspelled."""
         try:
-            where = self._classes[cls]
-        except KeyError:
-            try:
-                where = self._classes[cls] = _misspelled_init(cls)
-            except Exception:
-                where = self._classes[cls] = None
+            where = _misspelled_init(cls)
+        except Exception:
+            where = None
         if where is not None:
-            self._classes[cls] = None  # once per class
             self.report(f"{cls.__name__} defines a misspelled __init__, which never runs", where=where)
+        return None  # nothing to do per call
