@@ -387,6 +387,15 @@ class IdentityMap(Generic[_V]):
     def clear(self) -> None:
         self._entries.clear()
 
+    def items(self) -> List[Tuple[Any, _V]]:
+        """The live (key, value) pairs, as a list: safe to iterate while the map changes."""
+        pairs = []
+        for reference, value in list(self._entries.values()):
+            key = reference()
+            if key is not None:
+                pairs.append((key, value))
+        return pairs
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -65,11 +65,56 @@ def gradient_only() -> None:
         optimizer.step()  # TS016 here
 
 
-def test_a_non_finite_gradient_with_a_finite_loss_names_the_parameter() -> None:
+def test_a_non_finite_gradient_with_a_finite_loss_names_the_parameter_and_the_step_that_applied_it() -> None:
     (finding,) = watch(gradient_only, codes=CODES)
     assert (finding.path, finding.line) in marked_lines(gradient_only, codes=CODES)
-    assert "the gradient of `model.2.weight` is not finite at step 1 (the loss is finite)" in finding.message \
-        or "the gradient of `model.0.weight` is not finite at step 1 (the loss is finite)" in finding.message
+    assert "`model.0.weight` turned non-finite in step 1, whose loss was finite" in finding.message
+
+
+def gradient_hidden_from_the_loss() -> None:
+    model = tiny_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, _ in regression_batches(n=4):
+        optimizer.zero_grad()
+        out = model(x)
+        # The classic trap: the unselected branch's sqrt has a NaN gradient. Once the weights are NaN,
+        # ``out > 0`` is False everywhere and the loss stays 0: no loss is ever non-finite.
+        loss = torch.where(out > 0, out.sqrt(), torch.zeros_like(out)).mean() * 0
+        loss.backward()
+        optimizer.step()  # TS016 here
+
+
+def test_a_non_finite_gradient_that_no_loss_shows_is_found_in_the_parameters() -> None:
+    (finding,) = watch(gradient_hidden_from_the_loss, codes=CODES)
+    assert {(finding.path, finding.line)} == marked_lines(gradient_hidden_from_the_loss, codes=CODES)
+    assert "turned non-finite in step 1, while the losses stayed finite" in finding.message
+
+
+KEPT = {}
+
+
+def gradient_hidden_late_in_a_model_that_outlives_the_test() -> None:
+    model = KEPT["model"] = tiny_mlp()  # as a fixture's model outlives the test body
+    optimizer = KEPT["optimizer"] = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step, (x, y) in enumerate(regression_batches(n=5), start=1):
+        optimizer.zero_grad()
+        out = model(x)
+        if step < 3:
+            loss = nn.functional.mse_loss(out, y)
+        else:
+            loss = torch.where(out > 0, out.sqrt(), torch.zeros_like(out)).mean() * 0
+        loss.backward()
+        optimizer.step()  # TS016 here
+
+
+def test_parameters_are_looked_at_after_the_test_for_what_the_steps_in_between_did_not_show() -> None:
+    try:
+        (finding,) = watch(gradient_hidden_late_in_a_model_that_outlives_the_test, codes=CODES)
+    finally:
+        KEPT.clear()
+    assert {(finding.path, finding.line)} == \
+        marked_lines(gradient_hidden_late_in_a_model_that_outlives_the_test, codes=CODES)
+    assert "turned non-finite in one of steps 2-5, while the losses stayed finite" in finding.message
 
 
 def infinite_loss_term() -> None:

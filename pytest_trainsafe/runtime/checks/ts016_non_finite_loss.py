@@ -1,33 +1,41 @@
-"""TS016 non-finite-loss at runtime: the first NaN / Inf loss or gradient of a test.
+"""TS016 non-finite-loss at runtime: the first NaN / Inf loss, or the step that made the parameters NaN.
 
-What is watched:
+What is watched, at O(1) cost per event:
 
-* every ``backward()`` (the shared wrapper, ``torchutil.on_backward``): the root
-  of a scalar backward is kept (detached: no graph is held) as the step's loss.
-  Until the test's first optimizer step, it is also checked right away (one
-  device sync per backward): a non-finite loss then is reported after the test
-  if no optimizer step ever follows (a hand-written update, or a GradScaler
-  skipping every step), at the ``backward()`` line; once a step happens, the
-  step's check below judges instead (a guard that skipped the bad batch, or a
-  scaler that recovered, handled it);
-* every ``optimizer.step()`` (the global step pre-hook): one fused check of the
-  step's loss and all the optimizer's gradients, ``torch._foreach_norm`` with
-  the infinity norm (max |g|: it overflows only if a value already is infinite,
-  unlike the 2-norm in float16) and one device sync per device. Only when
-  something is non-finite is the culprit named: the loss, else the first
-  parameter whose gradient is non-finite (named from the caller's models). A
-  loss that went through ``GradScaler.scale`` (its outputs noted through ``torchutil.on_return``)
-  is the loss times the scale: only its gradients are judged, never its value.
+* every ``backward()`` (the shared wrapper, ``torchutil.on_backward``): the value
+  of a scalar root (one ``.item()``: a device sync on an accelerator) is kept as
+  the step's loss. Until the test's first optimizer step, a non-finite one is
+  noted at the ``backward()`` line and reported after the test if no optimizer
+  step ever follows (a hand-written update, or a GradScaler skipping every step);
+  once a step happens, the steps' judgement below takes over (a guard that
+  skipped the bad batch, or a scaler that recovered, handled it);
+* every ``optimizer.step()`` (the global step pre-hook): the step's loss. A
+  non-finite one is the finding, at the ``step()`` line, naming the step. If
+  the optimizer's previous step had a finite loss, its parameters are looked at
+  then (the rare path): a parameter that is non-finite now turned so in that
+  previous step, through its gradient or its update (a finite loss can have
+  NaN gradients: ``sqrt`` or ``norm`` of an exact zero), and is named instead:
+  that step is where the run went wrong. A loss that went through
+  ``GradScaler.scale`` (its outputs noted through ``torchutil.on_return``) is the
+  loss times the scale: its value is never judged;
+* after the test: the parameters of every optimizer that stepped. NaN and Inf
+  are absorbing under every torch optimizer's update, so a non-finite gradient
+  that some step applied leaves a non-finite parameter behind even where the
+  losses stayed finite (a ``torch.where`` that hides the NaN from the forward).
+  It is reported at that optimizer's ``step()`` line.
+
+The gradients themselves are not read at every step: that costs one reduction
+per parameter tensor per step, several times the tiny test models' own step.
 
 One finding per test, at the first occurrence, naming the step.
 
-Not reported: steps that ``torch.amp.GradScaler`` manages. ``scaler.step(opt)``
-calls ``opt.step()`` only after it found every unscaled gradient finite (a step
-with inf / NaN gradients is skipped on purpose and never reaches the hook); for
-optimizers that take the scaler's ``found_inf`` themselves (fused Adam / SGD),
-the step is made with scaled gradients and ``optimizer.found_inf`` set, and it is
-not checked. Custom optimizers whose ``step()`` accepts ``grad_scaler`` are not
-checked either.
+Not judged: the losses of steps that ``torch.amp.GradScaler`` manages.
+``scaler.step(opt)`` calls ``opt.step()`` only after it found every unscaled
+gradient finite (a step with inf / NaN gradients is skipped on purpose and never
+reaches the hook); optimizers that take the scaler's ``found_inf`` themselves
+(fused Adam / SGD) skip such an update themselves, with ``optimizer.found_inf``
+set. Custom optimizers whose ``step()`` accepts ``grad_scaler`` are not judged
+either.
 """
 
 from __future__ import annotations
@@ -35,7 +43,6 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..events import Events
@@ -43,52 +50,91 @@ from ..hooks import HookSet
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
 
+#: After the first two steps, an optimizer's parameters are looked at every this many steps.
+_SCAN_EVERY = 8
 
-def _gradients(optimizer: Any) -> List[Tuple[Any, Any]]:
-    """Dense gradients that hold values (meta tensors have none to check)."""
-    return [(p, p.grad) for group in optimizer.param_groups for p in group["params"]
-            if p.grad is not None and not p.grad.is_sparse and not p.grad.is_meta]
+
+def _parameters(optimizer: Any) -> List[Any]:
+    """Dense parameters that hold values (meta tensors have none to check)."""
+    return [p for group in optimizer.param_groups for p in group["params"] if not p.is_meta and not p.is_sparse]
 
 
 def _all_finite(tensors: List[Any]) -> bool:
-    """One fused reduction (and one device sync) per device."""
+    """One fused reduction (and one device sync) per device: the infinity norm overflows only at Inf / NaN."""
     import torch
 
     by_device: Dict[Any, List[Any]] = {}
     for tensor in tensors:
         by_device.setdefault(tensor.device, []).append(tensor)
     for group in by_device.values():
-        norms = torch._foreach_norm(group, math.inf)
+        norms = torch._foreach_norm([t.detach() for t in group], math.inf)
         if not bool(torch.isfinite(torch.stack(norms)).all()):
             return False
     return True
 
 
-def _describe(value: Any) -> str:
-    number = float(value)
+def _non_finite(optimizer: Any) -> Optional[Any]:
+    """The first parameter of ``optimizer`` holding a NaN or Inf, if any (the rare path: O(parameters))."""
+    import torch
+
+    parameters = _parameters(optimizer)
+    if not parameters or _all_finite(parameters):
+        return None
+    return next((p for p in parameters if not bool(torch.isfinite(p.detach()).all())), None)
+
+
+def _since(clean: Optional[int], step: int) -> str:
+    """When a parameter found non-finite before ``step`` turned so: after the last step it was seen finite."""
+    if clean is None:
+        return f"is not finite at step {step}"
+    if clean == step - 1:
+        return f"turned non-finite in step {clean}"
+    return f"turned non-finite in one of steps {clean}-{step - 1}"
+
+
+def _describe(number: float) -> str:
     return "NaN" if math.isnan(number) else ("+Inf" if number > 0 else "-Inf")
+
+
+class _Stepping:
+    """What TS016 knows of one optimizer in this test."""
+
+    __slots__ = ("steps", "where", "finite", "clean")
+
+    def __init__(self, where: Location) -> None:
+        self.steps = 0
+        #: Its ``step()`` line (located once, at its first step): where an after-the-test finding points.
+        self.where = where
+        #: Whether its last step had a loss, and a finite one.
+        self.finite = False
+        #: The last step at which its parameters were all seen finite (None: never looked).
+        self.clean: Optional[int] = None
+
+
+def _scanned(steps: int) -> bool:
+    """Whether the parameters are looked at, at this step: the first two, then every ``_SCAN_EVERY``-th."""
+    return steps <= 2 or steps % _SCAN_EVERY == 0
 
 
 class NonFiniteLoss(RuntimeCheck):
     CODE = "TS016"
 
     def install(self, events: Events, hooks: HookSet) -> None:
-        from ..torchutil import on_backward, on_return
+        from torch.amp.grad_scaler import GradScaler
+
+        from ..torchutil import IdentityMap, on_backward, on_return
 
         self._done = False
         self._stepped = False
-        self._loss: Optional[Any] = None
-        self._loss_scaled = False
-        self._steps: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+        #: The value of the last scalar root backpropagated since the last step (None: none, or scaled).
+        self._loss: Optional[float] = None
+        self._optimizers: Any = IdentityMap()
         self._takes_scaler: Dict[type, bool] = {}
         #: A non-finite loss seen before any optimizer step, and where: reported after the test
         #: only if no step ever followed (a guard or GradScaler that skips the step handles it).
         self._suspect: Optional[Tuple[str, Location]] = None
-        from torch.amp.grad_scaler import GradScaler
-        from torch.utils.weak import WeakIdKeyDictionary
-
         #: Outputs of ``GradScaler.scale``: their value is the loss times the scale, not the loss.
-        self._scaled: Any = WeakIdKeyDictionary()
+        self._scaled: Any = IdentityMap()
         on_return(hooks, GradScaler, "scale", self._on_scaled)
         events.step_pre.append(self._on_step)
         on_backward(hooks, self._on_backward)
@@ -104,39 +150,38 @@ class NonFiniteLoss(RuntimeCheck):
             return
         for root in roots:
             if root.numel() == 1 and root.is_floating_point() and not root.is_meta:
-                self._loss = root.detach()
-                self._loss_scaled = root in self._scaled
-        if not self._stepped and self._suspect is None and self._loss is not None:
-            import torch
-
-            if not bool(torch.isfinite(self._loss).all()):
-                self._suspect = (f"the loss is {_describe(self._loss)} and no optimizer step followed",
-                                 user_location())
+                self._loss = None if self._scaled and root in self._scaled else root.item()
+        loss = self._loss
+        if not self._stepped and self._suspect is None and loss is not None and not math.isfinite(loss):
+            self._suspect = (f"the loss is {_describe(loss)} and no optimizer step followed", user_location())
 
     def _on_step(self, optimizer: Any) -> None:
         self._stepped = True
-        self._suspect = None  # a step came: the steps' own checks judge from here on
+        self._suspect = None  # a step came: the steps' own judgement takes over
         if self._done:
             return
-        step = self._steps[optimizer] = self._steps.get(optimizer, 0) + 1
+        record = self._optimizers.get(optimizer)
+        if record is None:
+            record = self._optimizers[optimizer] = _Stepping(user_location())
+        step = record.steps = record.steps + 1
         loss, self._loss = self._loss, None
+        finite_before, record.finite = record.finite, loss is not None and math.isfinite(loss)
         if self._scaler_managed(optimizer):
             return
-        gradients = _gradients(optimizer)
-        own_loss = [loss.reshape(1)] if loss is not None and not self._loss_scaled else []
-        tensors = [grad for _, grad in gradients] + own_loss
-        if not tensors or _all_finite(tensors):
-            return
-        import torch
-
-        if loss is not None and not bool(torch.isfinite(loss).all()):
-            self._finding(f"the loss is {_describe(loss)} at step {step}")
-            return
-        for parameter, grad in gradients:
-            if not bool(torch.isfinite(grad).all()):
-                name = _parameter_name(parameter, sys._getframe(1))
-                self._finding(f"the gradient of {name} is not finite at step {step} (the loss is finite)")
-                return
+        if loss is not None and not record.finite:
+            culprit = _non_finite(optimizer) if finite_before else None
+            if culprit is None:
+                self._finding(f"the loss is {_describe(loss)} at step {step}")
+            else:  # the previous step's loss was finite: its update is where the run went wrong
+                self._finding(f"{_parameter_name(culprit, sys._getframe(1))} turned non-finite in step {step - 1}, "
+                              "whose loss was finite: its gradient or update was not finite")
+        elif _scanned(step):
+            culprit = _non_finite(optimizer)
+            if culprit is None:
+                record.clean = step
+            else:
+                self._finding(f"{_parameter_name(culprit, sys._getframe(1))} {_since(record.clean, step)}, "
+                              "while the losses stayed finite: a gradient or update was not finite")
 
     def _scaler_managed(self, optimizer: Any) -> bool:
         if getattr(optimizer, "found_inf", None) is not None or getattr(optimizer, "grad_scale", None) is not None:
@@ -152,9 +197,20 @@ class NonFiniteLoss(RuntimeCheck):
         return takes
 
     def finish(self) -> None:
-        if self._suspect is not None and not self._done:
+        if self._done:
+            return
+        if self._suspect is not None:
             detail, where = self._suspect
             self.report(detail, where=where)
+            return
+        for optimizer, record in self._optimizers.items():  # those still alive (a fixture's model)
+            culprit = _non_finite(optimizer)
+            if culprit is not None:
+                self._done = True
+                self.report(f"{_parameter_name(culprit, None)} {_since(record.clean, record.steps + 1)}, "
+                            "while the losses stayed finite: a gradient or update was not finite",
+                            where=record.where)
+                return
 
     def _finding(self, detail: str) -> None:
         self._done = True
