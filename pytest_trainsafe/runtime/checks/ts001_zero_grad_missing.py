@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, List, Optional
 
 from ..events import Events
 from ..hooks import HookSet
@@ -40,23 +40,57 @@ from ..monitor import RuntimeCheck
 
 
 class _GradState:
-    """What is known about one parameter's ``.grad`` since its optimizer's last step."""
+    """One parameter, and what is known about its ``.grad`` since its optimizer's last step.
 
-    __slots__ = ("grad", "version", "pending", "stale", "evidence")
+    Its two tensor hooks are bound to it (``functools.partial``): a backward reaching
+    the parameter costs two Python calls and a few attribute reads, no lookup.
+    """
 
-    def __init__(self, grad: Any) -> None:
-        self.grad: Callable[[], Any] = weakref.ref(grad)  # never keep a cleared gradient alive
-        self.version: int = grad._version
+    __slots__ = ("param", "grad", "version", "pending", "stale", "evidence", "hooked")
+
+    def __init__(self, param: Any) -> None:
+        self.param: Callable[[], Any] = weakref.ref(param)  # never keep the user's parameter alive
+        #: The gradient the last step left (a weak reference: never keep a cleared one alive), or None.
+        self.grad: Optional[Callable[[], Any]] = None
+        self.version = 0
         self.pending = False
         self.stale = False
         #: Whether the gradient left by the step was non-zero when a backward first added to it:
         #: None until then; a bool tensor (not yet synchronised) or a bool afterwards.
         self.evidence: Any = None
+        self.hooked = False
+
+    def remember(self, grad: Any) -> None:
+        """The step just used ``grad`` (or None): a later backward that finds it unchanged adds to it."""
+        self.pending = self.stale = False
+        self.evidence = None
+        if grad is None:
+            self.grad = None
+            return
+        if self.grad is None or self.grad() is not grad:
+            self.grad = weakref.ref(grad)
+        self.version = grad._version
+
+    def forget(self) -> None:
+        """Cleared since the step (set to None, replaced, or changed in place)."""
+        self.grad = None
+        self.pending = self.stale = False
 
 
-def _parameters(optimizer: Any) -> Iterator[Any]:
-    for group in optimizer.param_groups:
-        yield from group["params"]
+class _Watched:
+    """One optimizer's parameters, as states in ``param_groups`` order (rebuilt if the groups change)."""
+
+    __slots__ = ("layout", "states", "marks")
+
+    def __init__(self) -> None:
+        self.layout: List[int] = []
+        self.states: List[_GradState] = []
+        #: The check's stale-mark count at this optimizer's last step: nothing new since, nothing to judge.
+        self.marks = 0
+
+
+def _layout(optimizer: Any) -> List[int]:
+    return [len(group["params"]) for group in optimizer.param_groups]
 
 
 def _is_nonzero(value: Any) -> bool:
@@ -74,10 +108,9 @@ class ZeroGradMissing(RuntimeCheck):
 
         self._hooks = hooks
         self._states: Any = IdentityMap()
-        self._stale: Any = IdentityMap()
-        self._hooked: Any = IdentityMap()
+        self._optimizers: Any = IdentityMap()
         #: Optimizers already reported (one finding per optimizer: no stack walk per buggy step).
-        self._reported: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._reported: Any = IdentityMap()
         #: How many times a parameter became stale, and that count when the running step began:
         #: a closure optimizer (LBFGS) runs its backwards inside step(), judged after it.
         self._marks = 0
@@ -88,106 +121,102 @@ class ZeroGradMissing(RuntimeCheck):
     # -- optimizer steps -------------------------------------------------------------
 
     def _on_step_pre(self, optimizer: Any) -> None:
-        try:
-            self._marks_at_step = self._marks
-            if self._stale and optimizer not in self._reported:
-                self._check(optimizer)
-        except Exception:  # a bug here must never break the user's step
-            pass
+        self._marks_at_step = self._marks
+        watched = self._optimizers.get(optimizer)
+        if watched is not None and watched.marks != self._marks and optimizer not in self._reported:
+            self._check(optimizer, watched)
 
     def _on_step_post(self, optimizer: Any) -> None:
-        try:
-            if self._marks != self._marks_at_step and optimizer not in self._reported:
-                self._check(optimizer)
-            self._remember(optimizer)
-        except Exception:
-            pass
+        watched = self._optimizers.get(optimizer)
+        if watched is None:
+            watched = self._optimizers[optimizer] = _Watched()
+        elif self._marks != self._marks_at_step and optimizer not in self._reported:
+            self._check(optimizer, watched)
+        self._remember(optimizer, watched)
 
-    def _check(self, optimizer: Any) -> None:
-        for param in _parameters(optimizer):
-            if param not in self._stale:
+    def _check(self, optimizer: Any, watched: _Watched) -> None:
+        for state in watched.states:
+            if not state.stale or state.grad is None:
                 continue
-            state = self._states.get(param)
-            grad = param.grad
-            if state is None or grad is None or state.grad() is not grad:
-                continue
-            if not _is_nonzero(state.evidence):
+            param = state.param()
+            grad = param.grad if param is not None else None
+            if grad is None or state.grad() is not grad or not _is_nonzero(state.evidence):
                 continue
             # Modified in place since the stale accumulation: clipped or unscaled (still stale),
             # or zeroed (harmless). Look at the values only on this rare path.
             if grad._version != state.version and not _is_nonzero(grad.any()):
                 continue
-            self._reported.add(optimizer)
+            self._reported[optimizer] = True
             self.report(f"{type(optimizer).__name__}: a backward() since its previous step() "
                         "added to gradients that were never cleared")
             return
 
-    def _remember(self, optimizer: Any) -> None:
-        states, stale, hooked = self._states, self._stale, self._hooked
-        for param in _parameters(optimizer):
-            if param not in hooked:
-                self._hook(param)
-            stale.pop(param, None)
-            grad = param.grad
-            if grad is None:
-                states.pop(param, None)
+    def _remember(self, optimizer: Any, watched: _Watched) -> None:
+        layout = _layout(optimizer)
+        if layout != watched.layout:
+            watched.layout = layout
+            watched.states = [self._state(param) for group in optimizer.param_groups for param in group["params"]]
+        watched.marks = self._marks
+        for state in watched.states:
+            param = state.param()
+            if param is None:
                 continue
-            state = states.get(param)
-            if state is None or state.grad() is not grad:
-                states[param] = _GradState(grad)
-            else:
-                state.version = grad._version
-                state.pending = state.stale = False
-                state.evidence = None
+            if not state.hooked:
+                self._hook(param, state)
+            state.remember(param.grad)
 
     # -- per-parameter hooks ---------------------------------------------------------
 
-    def _hook(self, param: Any) -> None:
+    def _state(self, param: Any) -> _GradState:
+        state = self._states.get(param)
+        if state is None:
+            state = self._states[param] = _GradState(param)
+        return state
+
+    def _hook(self, param: Any, state: _GradState) -> None:
         from torch.utils.hooks import unserializable_hook
 
         if not getattr(param, "requires_grad", False):
             return  # frozen for now: hooked the first step after it is unfrozen
-        self._hooked[param] = True
+        state.hooked = True
         if param.grad_fn is not None:
             return  # not a leaf: its gradient is never accumulated into .grad
         try:
-            before = unserializable_hook(functools.partial(self._before_accumulation, weakref.ref(param)))
+            before = unserializable_hook(functools.partial(self._before_accumulation, state))
             self._hooks.add(param.register_hook(before))
-            self._hooks.add(param.register_post_accumulate_grad_hook(self._after_accumulation))
+            self._hooks.add(param.register_post_accumulate_grad_hook(functools.partial(self._after_accumulation,
+                                                                                         state)))
         except Exception:  # an exotic tensor subclass: leave this parameter unwatched
             pass
 
-    def _before_accumulation(self, param_ref: Callable[[], Any], incoming: Any) -> None:
+    def _before_accumulation(self, state: _GradState, incoming: Any) -> None:
+        reference = state.grad
+        if reference is None:
+            return None  # no gradient left by a step, or cleared since
         try:
-            param = param_ref()
-            state = self._states.get(param) if param is not None else None
-            if state is None:
-                return None
-            grad = param.grad
-            if grad is not None and state.grad() is grad and grad._version == state.version:
+            param = state.param()
+            grad = param.grad if param is not None else None
+            if grad is not None and reference() is grad and grad._version == state.version:
                 state.pending = True
                 if state.evidence is None:
                     state.evidence = _any(grad)
-            else:  # cleared since the step (None, replaced, or changed in place)
-                del self._states[param]
-                self._stale.pop(param, None)
-        except Exception:
+            else:
+                state.forget()
+        except Exception:  # a bug here must never break the user's backward
             pass
         return None
 
-    def _after_accumulation(self, param: Any) -> None:
+    def _after_accumulation(self, state: _GradState, param: Any) -> None:
+        if not state.pending:
+            return
         try:
-            state = self._states.get(param)
-            if state is None or not state.pending:
-                return
             grad = param.grad
             if grad is None:
                 return
             state.pending = False
             state.stale = True
-            self._stale[param] = True
             self._marks += 1
-            if state.grad() is not grad:
+            if state.grad is None or state.grad() is not grad:
                 state.grad = weakref.ref(grad)
             state.version = grad._version
         except Exception:
