@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 import torch
 
+from .identitymap import IdentityMap
+
 
 def first_tensor(value: Any, depth: int = 0) -> Optional[torch.Tensor]:
     """The first tensor in a module output (a tensor, tuple/list, dict or ModelOutput), else None."""
@@ -82,8 +84,6 @@ def on_backward(hooks: Any, subscriber: BackwardSubscriber) -> None:
 # Train / eval mode (TS006 eval-mode-missing, TS007 train-mode-not-restored): which
 # submodules of a model compute differently in the two modes.
 
-from torch.utils.weak import WeakIdKeyDictionary  # noqa: E402
-
 
 def _mode_dependent(module: torch.nn.Module) -> bool:
     """Whether ``module`` itself computes differently in train and eval mode (as configured now)."""
@@ -107,7 +107,7 @@ class ModeIndex:
     """
 
     def __init__(self) -> None:
-        self._cache: Any = WeakIdKeyDictionary()
+        self._cache: Any = IdentityMap()
 
     def invalidate(self, *args: Any) -> None:
         if self._cache:
@@ -315,89 +315,3 @@ def on_return(hooks: Any, owner: Any, attribute: str, subscriber: ReturnSubscrib
         return result
 
     hooks.patch(owner, attribute, returned)
-
-
-# ---------------------------------------------------------------------------------------
-# Per-object state keyed by identity, for checks that look a tensor or module up on every
-# event (TS001 per parameter per backward). ``torch.utils.weak.WeakIdKeyDictionary`` builds
-# a Python ``WeakIdRef`` object for every lookup (about 2 us a ``get``); this map looks up a
-# plain dict by ``id()`` and confirms the identity through the stored weak reference (about
-# 0.2 us), with the same semantics: entries vanish with their key, never keep it alive, and
-# a recycled id never matches a dead key.
-
-from typing import Generic, TypeVar  # noqa: E402  (appended section)
-
-_V = TypeVar("_V")
-_MISSING: Any = object()
-
-
-class IdentityMap(Generic[_V]):
-    """A weak-keyed mapping by object identity: a fast drop-in for ``WeakIdKeyDictionary``'s common methods."""
-
-    __slots__ = ("_entries", "__weakref__")
-
-    def __init__(self) -> None:
-        self._entries: Dict[int, Tuple[Any, _V]] = {}
-
-    def _reference(self, key: Any) -> Any:
-        entries, ident = self._entries, id(key)
-
-        def forget(reference: Any) -> None:
-            entry = entries.get(ident)
-            if entry is not None and entry[0] is reference:  # not a newer key that reuses the id
-                del entries[ident]
-
-        return weakref.ref(key, forget)
-
-    def _entry(self, key: Any) -> Optional[Tuple[Any, _V]]:
-        entry = self._entries.get(id(key))
-        return entry if entry is not None and entry[0]() is key else None
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        entry = self._entry(key)
-        return default if entry is None else entry[1]
-
-    def __contains__(self, key: Any) -> bool:
-        return self._entry(key) is not None
-
-    def __getitem__(self, key: Any) -> _V:
-        entry = self._entry(key)
-        if entry is None:
-            raise KeyError(key)
-        return entry[1]
-
-    def __setitem__(self, key: Any, value: _V) -> None:
-        entry = self._entry(key)
-        self._entries[id(key)] = (entry[0] if entry is not None else self._reference(key), value)
-
-    def __delitem__(self, key: Any) -> None:
-        if self._entry(key) is None:
-            raise KeyError(key)
-        del self._entries[id(key)]
-
-    def pop(self, key: Any, default: Any = _MISSING) -> Any:
-        entry = self._entry(key)
-        if entry is None:
-            if default is _MISSING:
-                raise KeyError(key)
-            return default
-        del self._entries[id(key)]
-        return entry[1]
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def items(self) -> List[Tuple[Any, _V]]:
-        """The live (key, value) pairs, as a list: safe to iterate while the map changes."""
-        pairs = []
-        for reference, value in list(self._entries.values()):
-            key = reference()
-            if key is not None:
-                pairs.append((key, value))
-        return pairs
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __bool__(self) -> bool:
-        return bool(self._entries)

@@ -36,6 +36,7 @@ from typing import Any, Callable, List, Optional
 
 from ..events import Events
 from ..hooks import HookSet
+from ..identitymap import IdentityMap
 from ..monitor import RuntimeCheck
 
 
@@ -104,7 +105,6 @@ class ZeroGradMissing(RuntimeCheck):
     CODE = "TS001"
 
     def install(self, events: Events, hooks: HookSet) -> None:
-        from ..torchutil import IdentityMap  # WeakIdKeyDictionary's semantics, ~10x cheaper per lookup
 
         self._hooks = hooks
         self._states: Any = IdentityMap()

@@ -57,6 +57,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from ..events import Events
 from ..hooks import HookSet
+from ..identitymap import IdentityMap
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
 
@@ -151,7 +152,6 @@ class LayerInForward(RuntimeCheck):
 
     def install(self, events: Events, hooks: HookSet) -> None:
         from torch import nn
-        from torch.utils.weak import WeakIdKeyDictionary
 
         self._events = events
         self._module_type = nn.Module
@@ -161,14 +161,14 @@ class LayerInForward(RuntimeCheck):
         #: Outermost forwards finished so far: tells one call from the next.
         self._serial = 0
         #: Modules already located during this outermost forward: registering module -> (serial, birth or None).
-        self._handled: Any = WeakIdKeyDictionary()
+        self._handled: Any = IdentityMap()
         #: Constructed modules already recorded: root module -> birth (None: not built by user code).
-        self._roots: Any = WeakIdKeyDictionary()
+        self._roots: Any = IdentityMap()
         self._births: List[_Birth] = []
         #: owner -> {construction line: _Previous}
-        self._previous: Any = WeakIdKeyDictionary()
+        self._previous: Any = IdentityMap()
         #: module -> {parameter name: (line, serial, parameter ref, shape)} for Parameters assigned in forward.
-        self._assigned: Any = WeakIdKeyDictionary()
+        self._assigned: Any = IdentityMap()
         events.parameter_registered.append(self._on_parameter)
         events.root_forward_post.append(self._on_forward_post)
 

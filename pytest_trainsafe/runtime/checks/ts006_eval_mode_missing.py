@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 
 from ..events import Events
 from ..hooks import HookSet
+from ..identitymap import IdentityMap
 from ..monitor import RuntimeCheck
 from ..torchutil import ModeIndex, module_label, on_backward, on_mode_change
 
@@ -78,13 +79,12 @@ class EvalModeMissing(RuntimeCheck):
 
     def install(self, events: Events, hooks: HookSet) -> None:
         import torch
-        from torch.utils.weak import WeakIdKeyDictionary
 
         self._torch = torch
         self._modes = ModeIndex()
-        self._roots: Any = WeakIdKeyDictionary()
+        self._roots: Any = IdentityMap()
         #: Backward count at the last explicit ``module.train()`` (outermost call) per module.
-        self._trained_explicitly: Any = WeakIdKeyDictionary()
+        self._trained_explicitly: Any = IdentityMap()
         self._backwards = 0
         events.root_forward_post.append(self._on_forward)
         events.module_registered.append(self._modes.invalidate)

@@ -35,6 +35,7 @@ from typing import Any, List, Optional, Set
 
 from ..events import Events
 from ..hooks import HookSet
+from ..identitymap import IdentityMap
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
 from ..torchutil import ModeIndex, module_label, on_mode_change
@@ -78,17 +79,16 @@ class TrainModeNotRestored(RuntimeCheck):
 
     def install(self, events: Events, hooks: HookSet) -> None:
         import torch
-        from torch.utils.weak import WeakIdKeyDictionary
 
         self._torch = torch
         self._modes = ModeIndex()
         #: Root modules called in eval mode with autograd on since the last step.
-        self._pending: Any = WeakIdKeyDictionary()
+        self._pending: Any = IdentityMap()
         #: Where ``eval()`` was last called on a module (outermost call only); None: by a test function.
-        self._eval_at: Any = WeakIdKeyDictionary()
-        self._reported: Any = WeakIdKeyDictionary()
+        self._eval_at: Any = IdentityMap()
+        self._reported: Any = IdentityMap()
         #: optimizer -> (number of param groups, ids of its parameters)
-        self._parameters: Any = WeakIdKeyDictionary()
+        self._parameters: Any = IdentityMap()
         events.root_forward_post.append(self._on_forward)
         events.step_pre.append(self._on_step)
         events.step_post.append(self._on_step)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from ..events import Events
 from ..hooks import HookSet
+from ..identitymap import IdentityMap
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
 from ..torchutil import on_backward
@@ -52,17 +53,16 @@ class ZeroGradMisplaced(RuntimeCheck):
 
     def install(self, events: Events, hooks: HookSet) -> None:
         import torch
-        from torch.utils.weak import WeakIdKeyDictionary
 
         self._backwards = 0
         self._steps = 0
         self._located = 0
         #: optimizer -> backward count at its last step
-        self._stepped: Any = WeakIdKeyDictionary()
+        self._stepped: Any = IdentityMap()
         #: optimizer / module -> (backward count when suspiciously zeroed, location or None)
-        self._zeroed: Any = WeakIdKeyDictionary()
-        self._zeroed_modules: Any = WeakIdKeyDictionary()
-        self._reported: Any = WeakIdKeyDictionary()
+        self._zeroed: Any = IdentityMap()
+        self._zeroed_modules: Any = IdentityMap()
+        self._reported: Any = IdentityMap()
         #: Backward count when the running step() began (a closure's backwards come after it).
         self._backwards_at_step = 0
         on_backward(hooks, self._on_backward)

@@ -125,21 +125,38 @@ class LossAccumulatedWithGraph(RuntimeCheck):
     # -- bookkeeping -------------------------------------------------------------------
 
     def _current(self) -> List[_Root]:
-        if not self._generations or self._generations[-1][0] != self._generation:
-            self._generations.append((self._generation, []))
-            while len(self._generations) > _GENERATIONS + 1:
-                self._release(self._generations.popleft()[1])
-        return self._generations[-1][1]
+        generations = self._generations
+        if not generations or generations[-1][0] != self._generation:
+            generations.append((self._generation, []))
+            if len(generations) > _GENERATIONS + 1:
+                self._release(generations.popleft()[1])
+        return generations[-1][1]
 
     def _all_previous_alive(self) -> bool:
-        wanted = range(self._generation - _GENERATIONS, self._generation)
-        previous = {generation: roots for generation, roots in self._generations if generation in wanted}
-        return len(previous) == _GENERATIONS and all(
-            any(root.alive() is not None for root in roots) for roots in previous.values())
+        """Whether each of the ``_GENERATIONS`` generations before this one still holds a live loss graph.
+
+        Newest first: in a correct loop the previous generation's loss is already dead, so
+        this usually returns after one weak-reference call.
+        """
+        generations = self._generations
+        expected = self._generation - 1
+        index = len(generations) - 1
+        if index >= 0 and generations[index][0] == self._generation:
+            index -= 1
+        for _ in range(_GENERATIONS):
+            if index < 0:
+                return False
+            generation, roots = generations[index]
+            if generation != expected or not any(root.alive() is not None for root in roots):
+                return False
+            expected -= 1
+            index -= 1
+        return True
 
     def _release(self, roots: List[_Root]) -> None:
         for root in roots:
-            root.handle.remove()
+            if root.alive() is not None:  # a dead sentinel's node is gone, and its hook with it
+                root.handle.remove()
             self._sequences.discard(root.sequence)
 
     def _release_all(self) -> None:

@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..events import Events
 from ..hooks import HookSet
+from ..identitymap import IdentityMap
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
 
@@ -122,7 +123,7 @@ class NonFiniteLoss(RuntimeCheck):
     def install(self, events: Events, hooks: HookSet) -> None:
         from torch.amp.grad_scaler import GradScaler
 
-        from ..torchutil import IdentityMap, on_backward, on_return
+        from ..torchutil import on_backward, on_return
 
         self._done = False
         self._stepped = False
