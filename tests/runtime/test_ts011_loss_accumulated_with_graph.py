@@ -271,6 +271,37 @@ def test_legitimate_loops_are_silent(loop: Callable) -> None:
 # -- the mechanism ---------------------------------------------------------------------------
 
 
+def accumulation_that_starts_late() -> None:
+    model, optimizer = _setup()
+    total = 0.0
+    for step, (x, y) in enumerate(regression_batches(n=33)):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if step >= 6:
+            total += loss  # TS011 here
+
+
+def test_an_accumulation_that_starts_after_the_first_steps_is_found_at_a_later_tracked_step(monkeypatch) -> None:
+    from pytest_trainsafe.runtime.checks import ts011_loss_accumulated_with_graph as check
+
+    created = []
+
+    class Counted(check._Sentinel):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            created.append(1)
+
+    monkeypatch.setattr(check, "_Sentinel", Counted)
+    findings = watch(accumulation_that_starts_late, codes=CODES)
+    assert finding_lines(findings) == marked_lines(accumulation_that_starts_late, codes=CODES)
+    # Generations 1-4, 8, 16, 24 and 32 were tracked, not each of the 33 steps.
+    assert len(created) == 8
+
+
+
 def test_nothing_remains_after_the_test_even_while_the_user_keeps_the_graphs(monkeypatch) -> None:
     import weakref
 

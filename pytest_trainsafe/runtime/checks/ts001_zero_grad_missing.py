@@ -61,17 +61,6 @@ class _GradState:
         self.evidence: Any = None
         self.hooked = False
 
-    def remember(self, grad: Any) -> None:
-        """The step just used ``grad`` (or None): a later backward that finds it unchanged adds to it."""
-        self.pending = self.stale = False
-        self.evidence = None
-        if grad is None:
-            self.grad = None
-            return
-        if self.grad is None or self.grad() is not grad:
-            self.grad = weakref.ref(grad)
-        self.version = grad._version
-
     def forget(self) -> None:
         """Cleared since the step (set to None, replaced, or changed in place)."""
         self.grad = None
@@ -152,6 +141,7 @@ class ZeroGradMissing(RuntimeCheck):
             return
 
     def _remember(self, optimizer: Any, watched: _Watched) -> None:
+        """Note the gradient each parameter holds as the step ends (the loop is inlined: it runs every step)."""
         layout = _layout(optimizer)
         if layout != watched.layout:
             watched.layout = layout
@@ -163,7 +153,16 @@ class ZeroGradMissing(RuntimeCheck):
                 continue
             if not state.hooked:
                 self._hook(param, state)
-            state.remember(param.grad)
+            grad = param.grad
+            state.pending = state.stale = False
+            state.evidence = None
+            if grad is None:
+                state.grad = None
+                continue
+            reference = state.grad
+            if reference is None or reference() is not grad:
+                state.grad = weakref.ref(grad)
+            state.version = grad._version
 
     # -- per-parameter hooks ---------------------------------------------------------
 

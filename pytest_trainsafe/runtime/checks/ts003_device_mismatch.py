@@ -102,6 +102,9 @@ class DeviceMismatch(RuntimeCheck):
         attributes = module.__dict__
         if "forward" in attributes or "_hf_hook" in attributes or attributes.get("_is_replica"):
             return
+        if len(args) == 1 and not attributes["_parameters"] and not attributes["_buffers"] \
+                and type(args[0]) is not list and type(args[0]) is not tuple:
+            return  # one tensor and nothing of its own to compare it with (ReLU, Dropout, Sequential)
         self._check_arguments(module, args)
 
     def _check_arguments(self, module: Any, args: tuple) -> None:
@@ -115,16 +118,18 @@ class DeviceMismatch(RuntimeCheck):
             if kind is list or kind is tuple:
                 tensors = [a for a in argument if isinstance(a, torch.Tensor)]
             elif isinstance(argument, torch.Tensor):
-                tensors = [argument]
+                tensors = (argument,)
             else:
                 continue
             for tensor in tensors:
                 device = tensor.device
+                if device == reference:
+                    continue
                 if device == _CPU and tensor.dim() == 0:
                     continue  # a CPU scalar: accepted next to tensors on any device
                 if reference is None:
                     reference, reference_index = device, index
-                elif device != reference:
+                else:
                     self._report_module(module, index, device, reference, own, reference_index)
                     return
 

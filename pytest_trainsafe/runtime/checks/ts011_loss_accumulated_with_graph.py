@@ -2,19 +2,22 @@
 
 What is watched:
 
-* after every ``backward()`` (the shared wrapper in ``torchutil.on_backward``), the
-  root's ``grad_fn`` gets a do-nothing hook whose callable only the node holds:
-  when the node is freed, the callable is freed, so a weak reference to it
-  says whether that loss's graph is still alive, at O(1) cost and without
-  keeping anything alive. One entry per distinct root node, at most a few per
-  optimizer step, for the last few optimizer steps only (older hooks are removed);
-* at each backward, the losses backpropagated in each of the previous
-  ``_GENERATIONS`` *generations*: a generation is the group of backward calls
+* after every ``backward()`` (the shared wrapper in ``torchutil.on_backward``) of a
+  *tracked* generation, the root's ``grad_fn`` gets a do-nothing hook whose
+  callable only the node holds: when the node is freed, the callable is freed,
+  so a weak reference to it says whether that loss's graph is still alive,
+  without keeping anything alive. A *generation* is the group of backward calls
   between two optimizer steps (a step begins one: the backwards of a closure run
-  inside ``step()`` belong to that step; or each backward call alone, in a test where no
-  optimizer ever stepped: a hand-written SGD update). In a normal loop they are
-  dead (``loss`` was rebound to the new loss). If at least one is alive in
-  *every* one of them, something is holding every step's loss: an accumulator
+  inside ``step()`` belong to that step; or each backward call alone, in a test
+  where no optimizer ever stepped: a hand-written SGD update). The first
+  ``_GENERATIONS`` + 1 generations are tracked, then every ``_EVERY``-th:
+  anything attached to a graph makes its backward about 15 us slower, several
+  times the rest of this check. One entry per distinct root node, at most a few per
+  generation, for the last few tracked generations only (older hooks are removed);
+* at each tracked generation's backward, the losses backpropagated in each of the
+  previous ``_GENERATIONS`` tracked generations. In a normal loop they are dead
+  (``loss`` was rebound to the new loss). If at least one is alive in *every*
+  one of them, something is holding every step's loss: an accumulator
   (``total += loss`` chains them through ``AddBackward0`` nodes) or a list.
 
 Only then (the rare path) is the user's stack searched: locals of the calling
@@ -31,7 +34,9 @@ Not reported: one previous loss kept (``prev_loss = loss``), the same loss
 backpropagated again (``retain_graph``: a root seen before is not tracked
 again), roots of ``create_graph=True`` passes and non-scalar roots (not a loss),
 accumulation without backward of the parts (the sum is the root: it dies when
-reset), anything before ``_GENERATIONS`` + 1 optimizer steps.
+reset), anything before ``_GENERATIONS`` + 1 optimizer steps. An accumulation
+that starts after the first tracked generations is found up to
+(``_GENERATIONS`` + 1) * ``_EVERY`` steps later.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from ..monitor import RuntimeCheck
 
 #: How many consecutive previous optimizer steps must each still hold a loss graph.
 _GENERATIONS = 3
+#: After the first ``_GENERATIONS`` + 1 generations, one generation in this many is tracked.
+_EVERY = 8
 #: Roots tracked per optimizer step (several backward calls per step: GANs, accumulation).
 _PER_GENERATION = 4
 #: Rare path bounds: user frames searched, values looked at per frame, graph nodes walked per value.
@@ -63,6 +70,17 @@ class _Sentinel:
 
     def __call__(self, *args: Any) -> None:
         return None
+
+
+def _tracked(generation: int) -> bool:
+    return generation <= _GENERATIONS + 1 or generation % _EVERY == 0
+
+
+def _previous_tracked(generation: int) -> int:
+    """The tracked generation before ``generation`` (0 if none)."""
+    if generation - 1 <= _GENERATIONS + 1:
+        return generation - 1
+    return max((generation - 1) // _EVERY * _EVERY, _GENERATIONS + 1)
 
 
 class _Root:
@@ -105,6 +123,8 @@ class LossAccumulatedWithGraph(RuntimeCheck):
         if self._stepped or not self._steps_seen:
             self._generation += 1
             self._stepped = False
+        if not _tracked(self._generation):
+            return
         for root in roots:
             node = root.grad_fn
             if node is None or root.numel() != 1:
@@ -133,13 +153,13 @@ class LossAccumulatedWithGraph(RuntimeCheck):
         return generations[-1][1]
 
     def _all_previous_alive(self) -> bool:
-        """Whether each of the ``_GENERATIONS`` generations before this one still holds a live loss graph.
+        """Whether each of the ``_GENERATIONS`` tracked generations before this one still holds a live loss graph.
 
         Newest first: in a correct loop the previous generation's loss is already dead, so
         this usually returns after one weak-reference call.
         """
         generations = self._generations
-        expected = self._generation - 1
+        expected = _previous_tracked(self._generation)
         index = len(generations) - 1
         if index >= 0 and generations[index][0] == self._generation:
             index -= 1
@@ -149,7 +169,7 @@ class LossAccumulatedWithGraph(RuntimeCheck):
             generation, roots = generations[index]
             if generation != expected or not any(root.alive() is not None for root in roots):
                 return False
-            expected -= 1
+            expected = _previous_tracked(expected)
             index -= 1
         return True
 
