@@ -86,11 +86,12 @@ class Events:
     def _watch_module_calls(self, hooks: HookSet) -> None:
         import torch
 
+        from .torchutil import is_compiling as compiling
+
         original = torch.nn.Module.__call__
-        compiling = torch.compiler.is_compiling
         per_class = self._per_class
         first_call = self._first_call_of_class
-        fan_out = self._fan_out
+        failed = self.failed
         root_call = self._root_call
         events = self
 
@@ -101,8 +102,11 @@ class Events:
             calls = per_class.get(type(module))
             if calls is None:
                 calls = first_call(type(module))
-            if calls:
-                fan_out(calls, module, args)
+            for call in calls:  # usually none; inlined, as this runs for every module call
+                try:
+                    call(module, args)
+                except Exception as exc:
+                    failed(call, exc)
             if events.root is not None:
                 return original(module, *args, **kwargs)
             return root_call(original, module, args, kwargs)

@@ -139,10 +139,8 @@ _call_subscribers: "weakref.WeakKeyDictionary[Any, Dict[Tuple[int, str], List[Ca
     weakref.WeakKeyDictionary()
 
 
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    check = getattr(compiler, "is_compiling", None)
-    return bool(check()) if check is not None else False
+#: Whether torch.compile is tracing the code that runs now (a function dynamo folds to True while tracing).
+is_compiling = torch.compiler.is_compiling
 
 
 def on_call(hooks: Any, owner: Any, attribute: str, subscriber: CallSubscriber) -> None:
@@ -168,7 +166,7 @@ def on_call(hooks: Any, owner: Any, attribute: str, subscriber: CallSubscriber) 
     subscribers = table[key] = [subscriber]
     original = getattr(owner, attribute)
     listeners = subscribers
-    compiling = _is_compiling
+    compiling = is_compiling
     # A graph compiled during the test may keep calling the wrapper after it is unpatched:
     # it then only forwards to the original.
     hooks.on_remove(listeners.clear)
@@ -306,7 +304,7 @@ def on_return(hooks: Any, owner: Any, attribute: str, subscriber: ReturnSubscrib
     @functools.wraps(original)
     def returned(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
-        if not _is_compiling():
+        if not is_compiling():
             for listener in listeners:
                 try:
                     listener(args, kwargs, result)

@@ -36,7 +36,7 @@ from ..events import Events
 from ..hooks import HookSet
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
-from ..torchutil import first_tensor, module_label
+from ..torchutil import first_tensor, is_compiling, module_label
 
 #: Candidates per root module that are located and hooked; later ones are only counted.
 _WATCHED = 8
@@ -143,7 +143,7 @@ class EvalWithoutNoGrad(RuntimeCheck):
             torch = self._torch
             if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
                 return
-            if torch._C._is_tracing() or torch.compiler.is_compiling():
+            if torch._C._is_tracing() or is_compiling():
                 return  # jit.trace / torch.compile / export: touching the output would be recorded
             if self._backwards != self._backwards_at_root:
                 self._record(module).needs_grad = True  # autograd.grad inside forward: autograd is wanted

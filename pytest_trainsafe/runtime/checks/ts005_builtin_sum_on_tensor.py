@@ -39,9 +39,10 @@ from ..events import Events
 from ..hooks import HookSet
 from ..location import user_location
 from ..monitor import RuntimeCheck
+from ..torchutil import is_compiling
 
 _TupleIterator = type(iter(()))
-_compiling = torch.compiler.is_compiling
+_compiling = is_compiling
 _Tensor = torch.Tensor
 _INSTALLED_PACKAGES = ("site-packages", "dist-packages")
 

@@ -38,7 +38,7 @@ from ..events import Events
 from ..hooks import HookSet
 from ..identitymap import IdentityMap
 from ..monitor import RuntimeCheck
-from ..torchutil import ModeIndex, module_label, on_backward, on_mode_change
+from ..torchutil import ModeIndex, is_compiling, module_label, on_backward, on_mode_change
 
 #: Packages whose code may run a model under no_grad in train mode on purpose.
 _FRAMEWORKS = frozenset({"torch", "torchvision", "torchaudio", "pytorch_lightning", "lightning",
@@ -110,7 +110,7 @@ class EvalModeMissing(RuntimeCheck):
                 if root.trained_from is None:
                     root.trained_from = self._backwards
                 return
-            if torch._C._is_tracing() or torch.compiler.is_compiling():
+            if torch._C._is_tracing() or is_compiling():
                 return
             self._candidate(module, args)
         except Exception:  # a bug here must never break the user's forward

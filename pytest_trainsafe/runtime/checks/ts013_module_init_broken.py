@@ -26,6 +26,7 @@ from __future__ import annotations
 import dis
 import inspect
 import sys
+import weakref
 from types import FrameType, FunctionType
 from typing import Any, Callable, Optional
 
@@ -46,6 +47,24 @@ def _stores_or_inits(function: FunctionType) -> bool:
     if "__init__" in code.co_names:
         return True
     return any(instruction.opname == "STORE_ATTR" for instruction in dis.get_instructions(code))
+
+
+#: Module class -> where its misspelled ``__init__`` is (None: none). The analysis reads the class's
+#: code and source file: done once per class and process, not once per test.
+_ANALYSED: "weakref.WeakKeyDictionary[type, Optional[Location]]" = weakref.WeakKeyDictionary()
+
+
+def _analysed(cls: type) -> Optional[Location]:
+    try:
+        return _ANALYSED[cls]
+    except KeyError:
+        pass
+    try:
+        where = _misspelled_init(cls)
+    except Exception:
+        where = None
+    _ANALYSED[cls] = where
+    return where
 
 
 def _misspelled_init(cls: type) -> Optional[Location]:
@@ -129,10 +148,7 @@ class ModuleInitBrokenCheck(RuntimeCheck):
 
     def _on_module_class(self, cls: type) -> Optional[Callable[[Any, tuple], None]]:
         """Examine each module class on its first call: report it there if its ``__init__`` is misspelled."""
-        try:
-            where = _misspelled_init(cls)
-        except Exception:
-            where = None
+        where = _analysed(cls)
         if where is not None:
             self.report(f"{cls.__name__} defines a misspelled __init__, which never runs", where=where)
         return None  # nothing to do per call
