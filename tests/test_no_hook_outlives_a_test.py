@@ -14,6 +14,15 @@ PROBE = """
     from torch.optim import optimizer as torch_optimizer
 
     ORIGINAL_SUM = builtins.sum
+    PATCHABLE = [(torch.nn.Module, "__call__"), (torch.nn.Module, "__setattr__"), (torch.nn.Module, "train"),
+                 (torch.nn.Module, "zero_grad"), (torch.optim.Optimizer, "zero_grad"),
+                 (torch.optim.Optimizer, "__init__"), (torch.autograd, "backward"),
+                 (torch.nn.functional, "cross_entropy")]
+    ORIGINALS = [vars(owner)[name] for owner, name in PATCHABLE]
+
+
+    def patched():
+        return [name for (owner, name), original in zip(PATCHABLE, ORIGINALS) if vars(owner)[name] is not original]
     MODEL = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.1), torch.nn.Linear(3, 1))
 
 
@@ -52,11 +61,13 @@ PROBE = """
         assert global_hooks() == 0
         assert parameter_hooks() == 0
         assert builtins.sum is ORIGINAL_SUM
+        assert patched() == []
 
 
     def test_1_trains_and_passes():
         train(3, fail=False)
         assert global_hooks() > 0  # the plugin is really watching
+        assert set(patched()) == {name for _, name in PATCHABLE}
 
 
     def test_2_trains_and_fails():

@@ -43,9 +43,8 @@ class Events:
         self.step_post: List[StepHook] = []
         self.parameter_registered: List[Registration] = []
         self.module_registered: List[Registration] = []
-        #: Whether module calls are watched even if nobody subscribed to them (``root`` is read).
-        self.track_calls = False
-        #: The module whose outermost call is running now (None outside any model call).
+        #: The module whose outermost call is running now (None outside any model call, and
+        #: when no check subscribed to module calls).
         self.root: Any = None
         #: Module class -> the per-call subscribers for its instances (filled on first call).
         self._per_class: Dict[type, Tuple[Callable[[Any, tuple], None], ...]] = {}
@@ -70,7 +69,7 @@ class Events:
         from torch.nn.modules import module as torch_module
         from torch.optim import optimizer as torch_optimizer
 
-        if self.root_forward_pre or self.root_forward_post or self.module_class or self.track_calls:
+        if self.root_forward_pre or self.root_forward_post or self.module_class:
             self._watch_module_calls(hooks)
         if self.step_pre:
             hooks.add(torch_optimizer.register_optimizer_step_pre_hook(self._on_step_pre))

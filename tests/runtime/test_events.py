@@ -1,0 +1,152 @@
+"""The shared event sources: module calls seen through one ``nn.Module.__call__`` wrapper.
+
+The wrapper must see what the global forward hooks it replaced saw (the outermost
+call, every call of a subscribed class), stay out of what the user computes and
+raises, and step aside while torch.compile traces.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Tuple
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import regression_batches, tiny_mlp
+from pytest_trainsafe.runtime.events import Events
+from pytest_trainsafe.runtime.hooks import HookSet
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.pre: List[str] = []
+        self.post: List[Tuple[str, Any]] = []
+        self.classes: List[type] = []
+        self.calls: List[str] = []
+        self.roots_seen_inside: List[Any] = []
+
+    def subscribe(self, events: Events, per_call_for: type = nn.Linear) -> None:
+        events.root_forward_pre.append(lambda module, args: self.pre.append(type(module).__name__))
+        events.root_forward_post.append(lambda module, args, output: self.post.append((type(module).__name__,
+                                                                                      output)))
+
+        def on_class(cls: type) -> Any:
+            self.classes.append(cls)
+            if issubclass(cls, per_call_for):
+                return lambda module, args: (self.calls.append(type(module).__name__),
+                                             self.roots_seen_inside.append(events.root))
+            return None
+
+        events.module_class.append(on_class)
+
+
+def watched(recorder: Recorder, per_call_for: type = nn.Linear) -> Tuple[Events, HookSet]:
+    events, hooks = Events(), HookSet()
+    recorder.subscribe(events, per_call_for)
+    events.install(hooks)
+    return events, hooks
+
+
+def test_only_the_outermost_call_is_a_root_and_classes_are_dispatched_once() -> None:
+    recorder = Recorder()
+    model = tiny_mlp()
+    events, hooks = watched(recorder)
+    try:
+        model(torch.randn(2, 4))
+        model(torch.randn(2, 4))
+    finally:
+        hooks.remove_all()
+    assert recorder.pre == ["Sequential", "Sequential"]
+    assert [name for name, _ in recorder.post] == ["Sequential", "Sequential"]
+    assert recorder.classes == [nn.Sequential, nn.Linear, nn.ReLU]  # each class once, in order of first call
+    assert recorder.calls == ["Linear", "Linear"] * 2  # every call of a subscribed class
+    assert recorder.roots_seen_inside == [model] * 4
+    assert events.root is None
+
+
+def test_a_failing_call_reaches_the_user_unchanged_and_resets_the_root() -> None:
+    class Broken(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise KeyError("from the user's forward")
+
+    recorder = Recorder()
+    events, hooks = watched(recorder)
+    try:
+        with pytest.raises(KeyError, match="from the user's forward"):
+            Broken()(torch.randn(1))
+    finally:
+        hooks.remove_all()
+    assert recorder.post == [("Broken", None)]  # post subscribers still ran, as always_call hooks do
+    assert events.root is None
+
+
+def test_a_broken_subscriber_is_recorded_and_never_reaches_the_user() -> None:
+    events, hooks = Events(), HookSet()
+    events.module_class.append(lambda cls: lambda module, args: 1 / 0)
+    events.root_forward_post.append(lambda module, args, output: [][1])
+    events.install(hooks)
+    try:
+        out = nn.Linear(2, 1)(torch.ones(1, 2))
+    finally:
+        hooks.remove_all()
+    assert out.shape == (1, 1)
+    assert any("ZeroDivisionError" in error for error in events.errors)
+    assert any("IndexError" in error for error in events.errors)
+
+
+def test_the_wrapper_is_removed_with_the_tests_hooks() -> None:
+    original = vars(nn.Module)["__call__"]
+    events, hooks = watched(Recorder())
+    assert vars(nn.Module)["__call__"] is not original
+    hooks.remove_all()
+    assert vars(nn.Module)["__call__"] is original
+
+
+def _train_compiled(steps: int = 3) -> List[float]:
+    torch.manual_seed(0)
+    model = tiny_mlp()
+    compiled = torch.compile(model, backend="eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for x, y in regression_batches(n=steps):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(compiled(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_a_compiled_model_trains_the_same_watched_and_the_checks_stay_out_of_its_trace() -> None:
+    from pytest_trainsafe.runtime.monitor import Monitor, runtime_checks
+
+    torch._dynamo.reset()
+    expected = _train_compiled()
+    torch._dynamo.reset()
+    monitor = Monitor(list(runtime_checks()))
+    monitor.start()
+    try:
+        losses = _train_compiled()
+    finally:
+        with _no_warning():
+            monitor.stop()
+        torch._dynamo.reset()
+    assert losses == expected
+    assert monitor.findings == []
+    assert monitor.events.errors == []
+
+
+class _no_warning:
+    """Fail if the monitor warns that a check broke (its internal errors are surfaced as a RuntimeWarning)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._catcher = warnings.catch_warnings(record=True)
+        self._caught = self._catcher.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc: object) -> None:
+        self._catcher.__exit__(*exc)
+        assert not [w for w in self._caught if "trainsafe" in str(w.message)]
