@@ -22,8 +22,12 @@ loop (whose steps are so cheap that fixed per-call costs weigh most).
 
 ``--steady`` times single training steps of each loop (model, optimizer and
 batches built once from the loop's parts: no data loading, no validation), many
-short samples per variant, and reports their 20th percentile: the figure least
-disturbed by other processes, and the one to use to rank the checks.
+short samples per variant in long watched runs, and reports their 20th
+percentile: the cost of one more step of a watched run, the figure least
+disturbed by other processes, and the one to use to rank the checks. The
+whole-run figure adds what a test pays once (patching and unpatching torch,
+the first call of each module class, the checks' work on a run's first steps
+and first evaluation): about 1 to 3 ms per test.
 
 ``--profile LOOP`` runs the watched loop under cProfile and attributes the
 extra time: trainsafe's own Python time per file, and the torch/Python calls
@@ -156,25 +160,34 @@ def training_step(name: str) -> Tuple[Callable[[object], None], List[object]]:
     return step, batches
 
 
-def steady(name: str, codes: Sequence[str], per_check: bool, repeat: int) -> None:
+def steady(name: str, codes: Sequence[str], per_check: bool, repeat: int, passes: int = 10) -> None:
     """Per-step times (20th percentile and median of many single-step samples) watched and unwatched.
 
-    Many short samples, and a low percentile, filter out the moments another
-    process took the core: the most robust overhead figure on a busy machine.
-    Variants alternate every pass over the batches.
+    The cost of a step in a long run: in each of ``repeat`` rounds, every variant
+    starts its monitor once, warms up on one pass over the batches, then times
+    ``passes`` more passes step by step (a test's one-off costs, such as the
+    first call of each module class or the checks' work on a run's first steps,
+    are the whole-run figure's business). Many short samples, and a low
+    percentile, filter out the moments another process took the core: the most
+    robust overhead figure on a busy machine. The order of the variants rotates
+    from round to round.
     """
     step, batches = training_step(name)
     variants: Dict[str, _Context] = {PLAIN: _Context(None), ALL: _Context(codes)}
     if per_check:
         variants.update({code: _Context([code]) for code in codes})
     samples: Dict[str, List[int]] = {variant: [] for variant in variants}
-    for index in range(repeat + 1):
-        for variant, context in variants.items():
-            with context:
-                for batch in batches:
-                    start = time.perf_counter_ns()
+    names = list(variants)
+    for index in range(repeat):
+        shift = index % len(names)
+        for variant in names[shift:] + names[:shift]:
+            with variants[variant]:
+                for batch in batches:  # warm-up pass
                     step(batch)
-                    if index:  # the first pass warms up
+                for _ in range(passes):
+                    for batch in batches:
+                        start = time.perf_counter_ns()
+                        step(batch)
                         samples[variant].append(time.perf_counter_ns() - start)
 
     def quantile(values: List[int], q: float) -> float:
