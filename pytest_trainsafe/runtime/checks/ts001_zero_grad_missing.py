@@ -94,7 +94,6 @@ class ZeroGradMissing(RuntimeCheck):
     CODE = "TS001"
 
     def install(self, events: Events, hooks: HookSet) -> None:
-
         self._hooks = hooks
         self._states: Any = IdentityMap()
         self._optimizers: Any = IdentityMap()
