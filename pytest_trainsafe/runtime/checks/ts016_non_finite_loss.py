@@ -18,11 +18,13 @@ What is watched, at O(1) cost per event:
   that step is where the run went wrong. A loss that went through
   ``GradScaler.scale`` (its outputs noted through ``torchutil.on_return``) is the
   loss times the scale: its value is never judged;
-* after the test: the parameters of every optimizer that stepped. NaN and Inf
-  are absorbing under every torch optimizer's update, so a non-finite gradient
-  that some step applied leaves a non-finite parameter behind even where the
-  losses stayed finite (a ``torch.where`` that hides the NaN from the forward).
-  It is reported at that optimizer's ``step()`` line.
+* on each optimizer's first two steps and every ``_SCAN_EVERY``-th, and after
+  the test for the optimizers still alive (a fixture's): its parameters. NaN and
+  Inf are absorbing under every torch optimizer's update, so a non-finite
+  gradient that some step applied leaves a non-finite parameter behind even
+  where the losses stayed finite (a ``torch.where`` that hides the NaN from the
+  forward). It is named with the steps since its parameters were last seen
+  finite, at that optimizer's ``step()`` line.
 
 The gradients themselves are not read at every step: that costs one reduction
 per parameter tensor per step, several times the tiny test models' own step.
@@ -92,8 +94,8 @@ def _non_finite(optimizer: Any) -> Optional[Any]:
 
 def _since(clean: Optional[int], step: int) -> str:
     """When a parameter found non-finite before ``step`` turned so: after the last step it was seen finite."""
-    if clean is None:
-        return f"is not finite at step {step}"
+    if clean is None:  # never seen finite: from the start, or since scans the scaler's steps skipped
+        return "is not finite before step 1" if step == 1 else f"is not finite after step {step - 1}"
     if clean == step - 1:
         return f"turned non-finite in step {clean}"
     return f"turned non-finite in one of steps {clean}-{step - 1}"
