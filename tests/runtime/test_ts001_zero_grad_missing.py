@@ -129,6 +129,95 @@ def test_a_buggy_loop_is_reported_once_per_step_site() -> None:
     assert len(watch(loop_without_zero_grad, "cpu", codes=CODES)) == 1
 
 
+# -- trust: an optimizer cleared between its steps is watched in O(1) ------------------------
+
+
+def _tensor_hooks(model: nn.Module) -> int:
+    return sum(len(p._backward_hooks or {}) + len(p._post_accumulate_grad_hooks or {}) for p in model.parameters())
+
+
+@pytest.mark.parametrize("clear", ["optimizer", "model"])
+def test_an_optimizer_cleared_between_its_steps_loses_its_tensor_hooks(clear: str) -> None:
+    model = tiny_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    hooks_after_each_step: List[int] = []
+
+    def train() -> None:
+        for x, y in regression_batches(n=4):
+            (optimizer if clear == "optimizer" else model).zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+            hooks_after_each_step.append(_tensor_hooks(model))
+
+    assert watch(train, codes=CODES) == []
+    # Watched in full after the first step; trusted from the second, the first cleared iteration.
+    assert hooks_after_each_step == [2 * len(list(model.parameters())), 0, 0, 0]
+
+
+def part_of_the_model_cleared() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for x, y in regression_batches(n=4):
+        model[0].zero_grad()  # the head's gradients are never cleared
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()  # TS001 here
+
+
+def clearing_every_other_iteration_from_the_second() -> None:
+    """Cleared in the second iteration (trust), not in the third (trust ends, unjudged), found in the fifth."""
+    model = tiny_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for i, (x, y) in enumerate(regression_batches(n=5)):
+        if i % 2 == 1:
+            optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()  # TS001 here
+
+
+def clearing_every_other_iteration_from_the_first() -> None:
+    model = tiny_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for i, (x, y) in enumerate(regression_batches(n=2)):
+        if i % 2 == 0:
+            optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()  # TS001 here
+
+
+def a_parameter_group_added_later_is_never_cleared() -> None:
+    """``model.zero_grad()`` clears every parameter until a group from outside the model joins the optimizer."""
+    model, head = tiny_mlp(), nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for i, (x, y) in enumerate(regression_batches(n=5)):
+        if i == 2:
+            optimizer.add_param_group({"params": head.parameters()})
+        model.zero_grad()
+        nn.functional.mse_loss(head(model(x)), y).backward()
+        optimizer.step()  # TS001 here
+
+
+@pytest.mark.parametrize("loop", [
+    part_of_the_model_cleared, clearing_every_other_iteration_from_the_second,
+    clearing_every_other_iteration_from_the_first, a_parameter_group_added_later_is_never_cleared,
+], ids=lambda loop: loop.__name__)
+def test_a_clearing_that_misses_some_iterations_or_parameters_is_reported(loop: Callable) -> None:
+    assert found_lines(loop, codes=CODES) == marked_lines(loop, codes=CODES)
+
+
+def test_the_first_uncleared_iteration_after_trust_goes_unjudged() -> None:
+    """The documented cost of trust: nothing was noted after the step before it (found one iteration later)."""
+    def three_steps() -> None:
+        model = tiny_mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for i, (x, y) in enumerate(regression_batches(n=3)):
+            if i == 1:
+                optimizer.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+
+    assert watch(three_steps, codes=CODES) == []
+
+
 # -- legitimate look-alikes: silent ------------------------------------------------------
 
 

@@ -26,6 +26,19 @@ Clearing through ``p.grad.data.zero_()`` does not bump the version, so the
 first time a parameter becomes pending, whether its old gradient is non-zero is
 recorded (a reduction queued on the gradient's device, read only when a finding
 is about to be made): stale zeros are harmless and never reported.
+
+Trust, to keep the usual loop at O(1) per step: an optimizer whose own
+``zero_grad()`` (or a module's ``zero_grad()`` covering all its parameters) ran
+between two of its steps clears every gradient it will use, so nothing can be
+stale. From the step that closes such an iteration on, the optimizer is
+*trusted*: no snapshot after its steps, no tensor hooks on its parameters, only
+"was it cleared since its last step?" at each step. The first iteration is
+always watched in full (``zero_grad()`` placed once before the loop is the
+common bug). The first step of a trusted optimizer without a clearing since the
+previous one ends the trust for good; that iteration cannot be judged (nothing
+was noted after the step before), the following ones are: an intermittent
+clearing (``if i % 2: optimizer.zero_grad()``) that began with a cleared
+iteration is reported one uncleared iteration later.
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ class _GradState:
     the parameter costs two Python calls and a few attribute reads, no lookup.
     """
 
-    __slots__ = ("param", "grad", "version", "pending", "stale", "evidence", "hooked")
+    __slots__ = ("param", "grad", "version", "pending", "stale", "evidence", "handles")
 
     def __init__(self, param: Any) -> None:
         self.param: Callable[[], Any] = weakref.ref(param)  # never keep the user's parameter alive
@@ -59,7 +72,8 @@ class _GradState:
         #: Whether the gradient left by the step was non-zero when a backward first added to it:
         #: None until then; a bool tensor (not yet synchronised) or a bool afterwards.
         self.evidence: Any = None
-        self.hooked = False
+        #: The removable handles of its two tensor hooks (empty while unhooked).
+        self.handles: List[Any] = []
 
     def forget(self) -> None:
         """Cleared since the step (set to None, replaced, or changed in place)."""
@@ -70,13 +84,30 @@ class _GradState:
 class _Watched:
     """One optimizer's parameters, as states in ``param_groups`` order (rebuilt if the groups change)."""
 
-    __slots__ = ("layout", "states", "marks")
+    __slots__ = ("layout", "states", "marks", "cleared", "trusted", "distrusted", "covering")
 
     def __init__(self) -> None:
         self.layout: List[int] = []
         self.states: List[_GradState] = []
         #: The check's stale-mark count at this optimizer's last step: nothing new since, nothing to judge.
         self.marks = 0
+        #: Whether a zero_grad() clearing all its parameters ran since its last step.
+        self.cleared = False
+        self.trusted = False
+        #: A trusted step came without a clearing: never trusted again.
+        self.distrusted = False
+        #: Module -> whether its zero_grad() clears all of this optimizer's parameters (per layout).
+        self.covering: Any = IdentityMap()
+
+
+class _NotHookable:
+    """Stands for the hooks of a parameter that cannot have any (frozen, not a leaf, exotic)."""
+
+    def remove(self) -> None:
+        pass
+
+
+_NOT_HOOKABLE = _NotHookable()
 
 
 def _layout(optimizer: Any) -> List[int]:
@@ -94,6 +125,10 @@ class ZeroGradMissing(RuntimeCheck):
     CODE = "TS001"
 
     def install(self, events: Events, hooks: HookSet) -> None:
+        import torch
+
+        from ..torchutil import on_call
+
         self._hooks = hooks
         self._states: Any = IdentityMap()
         self._optimizers: Any = IdentityMap()
@@ -105,22 +140,68 @@ class ZeroGradMissing(RuntimeCheck):
         self._marks_at_step = 0
         events.step_pre.append(self._on_step_pre)
         events.step_post.append(self._on_step_post)
+        on_call(hooks, torch.optim.Optimizer, "zero_grad", self._on_optimizer_zero_grad)
+        on_call(hooks, torch.nn.Module, "zero_grad", self._on_module_zero_grad)
 
     # -- optimizer steps -------------------------------------------------------------
 
     def _on_step_pre(self, optimizer: Any) -> None:
         self._marks_at_step = self._marks
         watched = self._optimizers.get(optimizer)
-        if watched is not None and watched.marks != self._marks and optimizer not in self._reported:
+        if watched is not None and watched.marks != self._marks and not watched.trusted \
+                and optimizer not in self._reported:
             self._check(optimizer, watched)
 
     def _on_step_post(self, optimizer: Any) -> None:
         watched = self._optimizers.get(optimizer)
         if watched is None:
             watched = self._optimizers[optimizer] = _Watched()
-        elif self._marks != self._marks_at_step and optimizer not in self._reported:
-            self._check(optimizer, watched)
+        else:
+            cleared, watched.cleared = watched.cleared, False
+            if watched.trusted:
+                if cleared and _layout(optimizer) == watched.layout:
+                    return
+                watched.trusted = False
+                # Without a clearing this iteration goes unjudged, and the following ones are watched in
+                # full; new parameter groups are watched for one iteration before trust returns.
+                watched.distrusted = not cleared
+            else:
+                if self._marks != self._marks_at_step and optimizer not in self._reported:
+                    self._check(optimizer, watched)
+                if cleared and not watched.distrusted:
+                    self._trust(watched)
+                    return
         self._remember(optimizer, watched)
+
+    # -- zero_grad() calls: what earns an optimizer trust ------------------------------
+
+    def _on_optimizer_zero_grad(self, args: tuple, kwargs: dict) -> None:
+        watched = self._optimizers.get(args[0]) if args else None
+        if watched is not None:
+            watched.cleared = True
+
+    def _on_module_zero_grad(self, args: tuple, kwargs: dict) -> None:
+        module = args[0] if args else None
+        for optimizer, watched in self._optimizers.items():
+            if watched.cleared:
+                continue
+            covers = watched.covering.get(module)
+            if covers is None:
+                mine = {id(state.param()) for state in watched.states}
+                theirs = {id(param) for param in module.parameters()}
+                covers = watched.covering[module] = bool(mine) and mine <= theirs
+            watched.cleared = covers
+
+    def _trust(self, watched: _Watched) -> None:
+        """Stop watching the parameters of an optimizer that is cleared between steps (unless another needs them)."""
+        watched.trusted = True
+        needed = {id(state) for other in self._optimizers.values() if not other.trusted for state in other.states}
+        for state in watched.states:
+            if id(state) not in needed:
+                for handle in state.handles:
+                    handle.remove()
+                state.handles = []
+            state.forget()
 
     def _check(self, optimizer: Any, watched: _Watched) -> None:
         for state in watched.states:
@@ -145,12 +226,13 @@ class ZeroGradMissing(RuntimeCheck):
         if layout != watched.layout:
             watched.layout = layout
             watched.states = [self._state(param) for group in optimizer.param_groups for param in group["params"]]
+            watched.covering.clear()
         watched.marks = self._marks
         for state in watched.states:
             param = state.param()
             if param is None:
                 continue
-            if not state.hooked:
+            if not state.handles:
                 self._hook(param, state)
             grad = param.grad
             state.pending = state.stale = False
@@ -176,14 +258,14 @@ class ZeroGradMissing(RuntimeCheck):
 
         if not getattr(param, "requires_grad", False):
             return  # frozen for now: hooked the first step after it is unfrozen
-        state.hooked = True
+        state.handles = [_NOT_HOOKABLE]
         if param.grad_fn is not None:
             return  # not a leaf: its gradient is never accumulated into .grad
         try:
             before = unserializable_hook(functools.partial(self._before_accumulation, state))
-            self._hooks.add(param.register_hook(before))
-            self._hooks.add(param.register_post_accumulate_grad_hook(functools.partial(self._after_accumulation,
-                                                                                         state)))
+            state.handles = [self._hooks.add(param.register_hook(before))]
+            state.handles.append(self._hooks.add(param.register_post_accumulate_grad_hook(
+                functools.partial(self._after_accumulation, state))))
         except Exception:  # an exotic tensor subclass: leave this parameter unwatched
             pass
 

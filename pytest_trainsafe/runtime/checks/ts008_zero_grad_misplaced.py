@@ -25,15 +25,14 @@ Known miss: ``p.grad = None`` written by hand (no call to observe).
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from ..events import Events
 from ..hooks import HookSet
 from ..identitymap import IdentityMap
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
-from ..torchutil import on_backward
+from ..torchutil import on_backward, on_call
 
 #: Suspicious zero_grad() calls located per test (a stack walk each); later ones report at the step.
 _LOCATED = 16
@@ -68,28 +67,16 @@ class ZeroGradMisplaced(RuntimeCheck):
         on_backward(hooks, self._on_backward)
         events.step_pre.append(self._on_step_pre)
         events.step_post.append(self._on_step_post)
-        hooks.patch(torch.optim.Optimizer, "zero_grad", self._wrap(torch.optim.Optimizer.zero_grad, self._zeroed))
-        hooks.patch(torch.nn.Module, "zero_grad", self._wrap(torch.nn.Module.zero_grad, self._zeroed_modules))
+        on_call(hooks, torch.optim.Optimizer, "zero_grad", lambda args, kwargs: self._on_zero_grad(args, self._zeroed))
+        on_call(hooks, torch.nn.Module, "zero_grad", lambda args, kwargs: self._on_zero_grad(args, self._zeroed_modules))
 
     def _on_backward(self, roots: Any, create_graph: bool) -> None:
         self._backwards += 1
 
-    def _wrap(self, original: Callable[..., Any], into: Any) -> Callable[..., Any]:
-        check = self
-
-        @functools.wraps(original)
-        def zero_grad(owner: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
-                check._on_zero_grad(owner, into)
-            except Exception:  # a bug here must never break the user's code
-                pass
-            return original(owner, *args, **kwargs)
-
-        return zero_grad
-
-    def _on_zero_grad(self, owner: Any, into: Any) -> None:
-        if self._backwards == 0:
+    def _on_zero_grad(self, args: tuple, into: Any) -> None:
+        if self._backwards == 0 or not args:
             return
+        owner = args[0]
         since = self._stepped.get(owner, 0) if into is self._zeroed else self._last_step_backwards()
         if self._backwards <= since:
             into.pop(owner, None)
