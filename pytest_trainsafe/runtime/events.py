@@ -13,6 +13,8 @@ need two things from a call: whether it is the outermost one (``root``), and,
 for some classes of module, a look at its arguments. The second is dispatched
 per class: a ``module_class`` subscriber sees each class once per test and
 returns what, if anything, to call for every call of a module of that class.
+A call that raises is shown to ``module_raised`` subscribers (innermost module
+first) as the exception passes through: free until something raises.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ RootPre = Callable[[Any, tuple], None]
 RootPost = Callable[[Any, tuple, Any], None]
 #: ``subscriber(cls)`` -> what to call, ``per_call(module, args)``, for every call of a module of ``cls``, or None.
 ModuleClass = Callable[[type], Optional[Callable[[Any, tuple], None]]]
+#: ``subscriber(module, args, exc)``: a module call raised ``exc`` (re-raised unchanged afterwards).
+ModuleRaised = Callable[[Any, tuple, Exception], None]
 StepHook = Callable[[Any], None]
 Registration = Callable[[Any, str, Any], None]
 
@@ -39,6 +43,7 @@ class Events:
         self.root_forward_pre: List[RootPre] = []
         self.root_forward_post: List[RootPost] = []
         self.module_class: List[ModuleClass] = []
+        self.module_raised: List[ModuleRaised] = []
         self.step_pre: List[StepHook] = []
         self.step_post: List[StepHook] = []
         self.parameter_registered: List[Registration] = []
@@ -69,7 +74,7 @@ class Events:
         from torch.nn.modules import module as torch_module
         from torch.optim import optimizer as torch_optimizer
 
-        if self.root_forward_pre or self.root_forward_post or self.module_class:
+        if self.root_forward_pre or self.root_forward_post or self.module_class or self.module_raised:
             self._watch_module_calls(hooks)
         if self.step_pre:
             hooks.add(torch_optimizer.register_optimizer_step_pre_hook(self._on_step_pre))
@@ -92,6 +97,7 @@ class Events:
         first_call = self._first_call_of_class
         failed = self.failed
         root_call = self._root_call
+        raised = self._raised
         events = self
 
         def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
@@ -106,9 +112,13 @@ class Events:
                     call(module, args)
                 except Exception as exc:
                     failed(call, exc)
-            if events.root is not None:
+            if events.root is None:
+                return root_call(original, module, args, kwargs)
+            try:
                 return original(module, *args, **kwargs)
-            return root_call(original, module, args, kwargs)
+            except Exception as exc:
+                raised(module, args, exc)
+                raise
 
         __call__.__wrapped__ = original  # type: ignore[attr-defined]
         __call__.__qualname__ = getattr(original, "__qualname__", "Module.__call__")
@@ -136,12 +146,20 @@ class Events:
                 self._fan_out(self.root_forward_pre, module, args)
             output = original(module, *args, **kwargs)
             return output
+        except Exception as exc:
+            self._raised(module, args, exc)
+            raise
         finally:
             try:
                 if self.root_forward_post:
                     self._fan_out(self.root_forward_post, module, args, output)
             finally:
                 self.root = None
+
+    def _raised(self, module: Any, args: tuple, exc: Exception) -> None:
+        __tracebackhide__ = True  # noqa: F841
+        if self.module_raised:
+            self._fan_out(self.module_raised, module, args, exc)
 
     # -- optimizer steps and registrations -------------------------------------------------
 

@@ -2,18 +2,21 @@
 
 What is watched:
 
-* every forward of a module whose class is one of torch's own (its
-  ``__module__`` starts with ``torch.nn.modules``: ``nn.Linear``, ``nn.LSTM``,
-  ``nn.CrossEntropyLoss``...). torch's built-in modules never move their
-  inputs, so when a positional tensor argument (or a tensor directly inside a
-  plain list/tuple argument, such as an LSTM's ``(h0, c0)``) lives on another
-  device than the module's own direct parameters or buffers, torch is about to
-  raise (or, on some backends, to compute garbage): the finding is certain. A
-  module with neither parameters nor buffers (a loss) has its tensor arguments
-  compared with each other (input against target). The check only records the
-  finding, before torch's own error; the plugin then fails the test with TS003
-  chained to that error, and the finding names the module, the argument and
-  both devices, which torch's message does not;
+* every forward that raises, of a module whose class is one of torch's own
+  (its ``__module__`` starts with ``torch.nn.modules``: ``nn.Linear``,
+  ``nn.LSTM``, ``nn.CrossEntropyLoss``...), as the exception passes through
+  (``events.module_raised``, innermost module first). torch's built-in modules
+  never move their inputs, so when a positional tensor argument (or a tensor
+  directly inside a plain list/tuple argument, such as an LSTM's ``(h0, c0)``)
+  lives on another device than the module's own direct parameters or buffers,
+  that is why it raised: the finding is certain. A module with neither
+  parameters nor buffers (a loss) has its tensor arguments compared with each
+  other (input against target). The check only records the finding; the plugin
+  then fails the test with TS003 chained to torch's error, and the finding
+  names the module, the argument and both devices, which torch's message does
+  not. A call that does not raise costs nothing: torch raises on every CPU/CUDA
+  mix of its modules' inputs; ``meta`` tensors, which some kernels (embedding
+  lookups) accept next to CPU ones, are the exception, and are not reported;
 * every ``step()`` of a ``torch.optim`` optimizer: the first parameter with
   state in each parameter group is compared with its state tensors (Adam's
   ``exp_avg``, SGD's ``momentum_buffer``...): a state dict loaded, or a model
@@ -30,13 +33,13 @@ the weights there), lazy modules before their first forward, ``nn.CTCLoss``
 (torch accepts CPU scalars next to tensors on any device), and optimizers
 defined outside ``torch.optim`` (some keep their state on the CPU on purpose).
 
-Cost: one dict lookup per module call for a user-defined class; for torch's
-modules, a look at the first parameter and at each positional argument.
+Cost: nothing per module call; per ``step()``, a look at the first state entry
+of each parameter group.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -87,17 +90,14 @@ class DeviceMismatch(RuntimeCheck):
     def install(self, events: Events, hooks: HookSet) -> None:
         self._events = events
         self._optimizer_classes: Dict[type, bool] = {}
-        events.module_class.append(self._on_module_class)
+        events.module_raised.append(self._on_raised)
         events.step_pre.append(self._on_step_pre)
 
     # -- modules ------------------------------------------------------------------------
 
-    def _on_module_class(self, cls: type) -> Optional[Callable[[Any, tuple], None]]:
-        """Every call of a module of one of torch's own classes has its arguments looked at."""
-        return self._on_call if _checked_class(cls) else None
-
-    def _on_call(self, module: Any, args: tuple) -> None:
-        if not args:
+    def _on_raised(self, module: Any, args: tuple, exc: Exception) -> None:
+        """A module of one of torch's own classes raised: report it if its arguments are on another device."""
+        if not args or not _checked_class(type(module)):
             return
         attributes = module.__dict__
         if "forward" in attributes or "_hf_hook" in attributes or attributes.get("_is_replica"):
@@ -108,6 +108,7 @@ class DeviceMismatch(RuntimeCheck):
         self._check_arguments(module, args)
 
     def _check_arguments(self, module: Any, args: tuple) -> None:
+        """Report the first argument on another device than the module's own tensors (or the first argument's)."""
         own = _own_device(module)
         if own is _LAZY:
             return
