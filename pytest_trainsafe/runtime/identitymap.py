@@ -39,11 +39,12 @@ class IdentityMap(Generic[_V]):
         return entry if entry is not None and entry[0]() is key else None
 
     def get(self, key: Any, default: Any = None) -> Any:
-        entry = self._entry(key)
-        return default if entry is None else entry[1]
+        entry = self._entries.get(id(key))  # _entry() inlined: checks look up on every event
+        return entry[1] if entry is not None and entry[0]() is key else default
 
     def __contains__(self, key: Any) -> bool:
-        return self._entry(key) is not None
+        entry = self._entries.get(id(key))
+        return entry is not None and entry[0]() is key
 
     def __getitem__(self, key: Any) -> _V:
         entry = self._entry(key)

@@ -63,11 +63,6 @@ def _checked_class(cls: type) -> bool:
     return module.startswith(_TORCH_MODULES) and cls.__name__ not in _EXEMPT and cls is not torch.nn.Module
 
 
-def _ignored(tensor: torch.Tensor) -> bool:
-    """0-dim CPU tensors may accompany tensors on any device."""
-    return tensor.device == _CPU and tensor.dim() == 0
-
-
 def _own_device(module: Any) -> Any:
     """(device, "parameters"/"buffers") of the module's own first parameter or buffer.
 
@@ -182,10 +177,13 @@ class DeviceMismatch(RuntimeCheck):
     def _check_state(self, optimizer: Any, param: Any, entries: Dict[str, Any]) -> None:
         device = param.device
         for key, value in entries.items():
-            if isinstance(value, torch.Tensor) and not _ignored(value) and value.device != device:
+            if not isinstance(value, torch.Tensor):
+                continue
+            where = value.device
+            if where != device and not (where == _CPU and value.dim() == 0):  # Adam's CPU step counter
                 shape = "x".join(str(size) for size in param.shape) or "0-dim"
                 self.report(f"{type(optimizer).__name__} state {key!r} of a {shape} parameter is on "
-                            f"{value.device}, the parameter is on {device}",
-                            optimizer=type(optimizer).__name__, state=key, device=str(value.device),
+                            f"{where}, the parameter is on {device}",
+                            optimizer=type(optimizer).__name__, state=key, device=str(where),
                             expected_device=str(device))
                 return

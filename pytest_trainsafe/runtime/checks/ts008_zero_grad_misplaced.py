@@ -47,6 +47,19 @@ def _cleared(grad: Any) -> bool:
     return grad is None or not bool(grad.detach().any())
 
 
+class _Stepper:
+    """What TS008 knows of one optimizer: one lookup per event."""
+
+    __slots__ = ("stepped", "zeroed", "reported")
+
+    def __init__(self) -> None:
+        #: The backward count at its last step.
+        self.stepped = 0
+        #: (backward count, location or None) of its own suspicious zero_grad(), if any since its last step.
+        self.zeroed: Optional[Tuple[int, Optional[Location]]] = None
+        self.reported = False
+
+
 class ZeroGradMisplaced(RuntimeCheck):
     CODE = "TS008"
 
@@ -54,74 +67,86 @@ class ZeroGradMisplaced(RuntimeCheck):
         import torch
 
         self._backwards = 0
-        self._steps = 0
         self._located = 0
-        #: optimizer -> backward count at its last step
-        self._stepped: Any = IdentityMap()
-        #: optimizer / module -> (backward count when suspiciously zeroed, location or None)
-        self._zeroed: Any = IdentityMap()
+        self._optimizers: Any = IdentityMap()
+        #: module -> (backward count when suspiciously zeroed, location or None)
         self._zeroed_modules: Any = IdentityMap()
-        self._reported: Any = IdentityMap()
         #: Backward count when the running step() began (a closure's backwards come after it).
         self._backwards_at_step = 0
         on_backward(hooks, self._on_backward)
         events.step_pre.append(self._on_step_pre)
         events.step_post.append(self._on_step_post)
-        on_call(hooks, torch.optim.Optimizer, "zero_grad", lambda args, kwargs: self._on_zero_grad(args, self._zeroed))
-        on_call(hooks, torch.nn.Module, "zero_grad", lambda args, kwargs: self._on_zero_grad(args, self._zeroed_modules))
+        on_call(hooks, torch.optim.Optimizer, "zero_grad", self._on_optimizer_zero_grad)
+        on_call(hooks, torch.nn.Module, "zero_grad", self._on_module_zero_grad)
 
     def _on_backward(self, roots: Any, create_graph: bool) -> None:
         self._backwards += 1
 
-    def _on_zero_grad(self, args: tuple, into: Any) -> None:
+    def _stepper(self, optimizer: Any) -> _Stepper:
+        stepper = self._optimizers.get(optimizer)
+        if stepper is None:
+            stepper = self._optimizers[optimizer] = _Stepper()
+        return stepper
+
+    def _on_optimizer_zero_grad(self, args: tuple, kwargs: dict) -> None:
         if self._backwards == 0 or not args:
             return
-        owner = args[0]
-        since = self._stepped.get(owner, 0) if into is self._zeroed else self._last_step_backwards()
+        stepper = self._stepper(args[0])
+        stepper.zeroed = self._suspicion(stepper.stepped)
+
+    def _on_module_zero_grad(self, args: tuple, kwargs: dict) -> None:
+        if self._backwards == 0 or not args:
+            return
+        since = max((stepper.stepped for stepper in self._optimizers.values()), default=0)
+        suspicion = self._suspicion(since)
+        if suspicion is None:
+            self._zeroed_modules.pop(args[0], None)
+        else:
+            self._zeroed_modules[args[0]] = suspicion
+
+    def _suspicion(self, since: int) -> Optional[Tuple[int, Optional[Location]]]:
+        """(backward count, location) for a zero_grad() after a backward since ``since``; None if none ran."""
         if self._backwards <= since:
-            into.pop(owner, None)
-            return  # no backward since the step: the usual place
+            return None  # no backward since the step: the usual place
         where: Optional[Location] = None
         if self._located < _LOCATED:
             self._located += 1
             where = user_location()
-        into[owner] = (self._backwards, where)
-
-    def _last_step_backwards(self) -> int:
-        return max(self._stepped.values(), default=0)
+        return self._backwards, where
 
     def _on_step_post(self, optimizer: Any) -> None:
         try:
+            stepper = self._stepper(optimizer)
             # ``optimizer.step(closure)`` runs the closure's backward inside step(), after the
             # pre-hook: a closure that clears after its backward is judged here (the step has
             # just used the cleared gradients, which are still None / zero).
             if self._backwards > self._backwards_at_step:
-                self._judge(optimizer)
-            self._stepped[optimizer] = self._backwards
-            self._zeroed.pop(optimizer, None)
+                self._judge(optimizer, stepper)
+            stepper.stepped = self._backwards
+            stepper.zeroed = None
         except Exception:
             pass
 
     def _on_step_pre(self, optimizer: Any) -> None:
         try:
             self._backwards_at_step = self._backwards
-            self._judge(optimizer)
+            self._judge(optimizer, self._stepper(optimizer))
         except Exception:
             pass
 
-    def _judge(self, optimizer: Any) -> None:
-        if self._backwards <= self._stepped.get(optimizer, 0) or optimizer in self._reported:
+    def _judge(self, optimizer: Any, stepper: _Stepper) -> None:
+        if self._backwards <= stepper.stepped or stepper.reported:
             return
-        culprit = self._culprit(optimizer)
+        culprit = self._culprit(optimizer, stepper)
         if culprit is None or not self._gradients_gone(optimizer):
             return
-        self._reported[optimizer] = True
+        stepper.reported = True
         self.report(f"{type(optimizer).__name__}.step() after zero_grad(): "
                     "the backward's gradients were cleared before the step used them", where=culprit[1])
 
-    def _culprit(self, optimizer: Any) -> Optional[Tuple[int, Optional[Location]]]:
+    def _culprit(self, optimizer: Any, stepper: _Stepper) -> Optional[Tuple[int, Optional[Location]]]:
         """The suspicious zero_grad() since the last backward that cleared this optimizer's parameters."""
-        own = self._zeroed.get(optimizer)
+        own = stepper.zeroed
         if own is not None and own[0] == self._backwards:
             return own
         if not self._zeroed_modules:

@@ -81,7 +81,7 @@ class SoftmaxBeforeCrossEntropyCheck(RuntimeCheck):
         node = produced_by(tensor, _NODES)
         if node is not None:
             self._report(_LABELS[node])
-        elif tensor.grad_fn is None and not torch.is_grad_enabled() and self._value_checks < _VALUE_CHECKS:
+        elif self._value_checks < _VALUE_CHECKS and not torch.is_grad_enabled() and tensor.grad_fn is None:
             self._value_checks += 1
             if type(tensor) is torch.Tensor and tensor.is_floating_point() and tensor.device.type != "meta":
                 label = looks_normalized(tensor)

@@ -33,6 +33,7 @@ from typing import Any, Iterable, List, Optional, Set
 
 from ..events import Events
 from ..hooks import HookSet
+from ..identitymap import IdentityMap
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
 
@@ -75,7 +76,7 @@ class ParamsNotInOptimizer(RuntimeCheck):
         from ..torchutil import on_return
 
         #: Every optimizer this test built or stepped (weakly).
-        self._optimizers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._optimizers: Any = IdentityMap()
         #: Ids of the parameters of the optimizers built in this test, at construction.
         self._optimized: Set[int] = set()
         #: Late registrations whose parameters are still to be looked at, at the next steps.
@@ -89,7 +90,7 @@ class ParamsNotInOptimizer(RuntimeCheck):
 
     def _on_optimizer(self, args: tuple, kwargs: dict, result: Any) -> None:
         optimizer = args[0]
-        self._optimizers.add(optimizer)
+        self._optimizers[optimizer] = True
         self._optimized.update(id(p) for p in _parameters(optimizer))
 
     def _on_registered(self, parent: Any, name: str, child: Any) -> None:
@@ -100,7 +101,8 @@ class ParamsNotInOptimizer(RuntimeCheck):
         self._pending.append(_Late(parent, child, name, user_location()))
 
     def _on_step(self, optimizer: Any) -> None:
-        self._optimizers.add(optimizer)
+        if optimizer not in self._optimizers:  # a WeakSet would build a weak reference per step to ask
+            self._optimizers[optimizer] = True
         if self._pending:
             self._judge(count=True)
 
@@ -111,7 +113,7 @@ class ParamsNotInOptimizer(RuntimeCheck):
             self._judge(count=False)
 
     def _judge(self, count: bool) -> None:
-        optimized = {id(p) for known in list(self._optimizers) for p in _parameters(known)}
+        optimized = {id(p) for known in self._optimizers.keys() for p in _parameters(known)}
         for late in self._pending:
             if count:
                 late.checks -= 1
