@@ -189,7 +189,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     except BaseException as exc:  # re-raised below, after the findings are handled
         error = exc
     finally:
-        monitor.stop()
+        monitor.stop(error)
 
     findings = monitor.findings
     root = str(item.config.rootpath)

@@ -42,17 +42,32 @@ def expected(source: str) -> Set[Tuple[int, str]]:
     return marks
 
 
-def watch(function, *args, codes: Optional[Sequence[str]] = None, **kwargs) -> List[Finding]:
-    """Run ``function(*args, **kwargs)`` under the runtime monitor; its findings (exceptions propagate)."""
+def watch_outcome(function, *args, codes: Optional[Sequence[str]] = None,
+                  **kwargs) -> Tuple[List[Finding], Optional[Exception]]:
+    """Run ``function`` as the plugin runs a test body: (findings, the exception it ended with, or None).
+
+    The monitor is shown that exception, as the plugin shows it the test's.
+    """
     from pytest_trainsafe.runtime.monitor import Monitor, runtime_checks
 
     monitor = Monitor(codes or list(runtime_checks()))
     monitor.start()
+    error: Optional[Exception] = None
     try:
         function(*args, **kwargs)
+    except Exception as exc:
+        error = exc
     finally:
-        monitor.stop()
-    return monitor.findings
+        monitor.stop(error)
+    return monitor.findings, error
+
+
+def watch(function, *args, codes: Optional[Sequence[str]] = None, **kwargs) -> List[Finding]:
+    """Run ``function(*args, **kwargs)`` under the runtime monitor; its findings (exceptions propagate)."""
+    findings, error = watch_outcome(function, *args, codes=codes, **kwargs)
+    if error is not None:
+        raise error
+    return findings
 
 
 def watch_codes(function, *args, codes: Optional[Sequence[str]] = None, **kwargs) -> Set[str]:

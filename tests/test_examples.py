@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Set
 
 import pytest
 
-from helpers import expected, lint, load_script, single_thread, watch
+from helpers import expected, lint, load_script, single_thread, watch_outcome
 from pytest_trainsafe import detectors
 from pytest_trainsafe.finding import Finding
 
@@ -59,15 +59,11 @@ def _run_main(script: Path, *, may_raise: bool) -> List[Finding]:
     module = load_script(script)
     assert callable(getattr(module, "main", None)), f"{script.name} defines no main()"
 
-    def run() -> None:
-        try:
-            module.main()
-        except Exception:
-            if not may_raise:
-                raise  # a fixed script must run cleanly
-
     try:
-        return watch(run)
+        findings, error = watch_outcome(module.main)
+        if error is not None and not may_raise:
+            raise error  # a fixed script must run cleanly
+        return findings
     finally:
         sys.modules.pop(module.__name__, None)
 

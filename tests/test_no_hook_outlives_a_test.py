@@ -14,15 +14,18 @@ PROBE = """
     from torch.optim import optimizer as torch_optimizer
 
     ORIGINAL_SUM = builtins.sum
-    PATCHABLE = [(torch.nn.Module, "__call__"), (torch.nn.Module, "__setattr__"), (torch.nn.Module, "train"),
+    # Dunders of nn.Module are never patched: assigning one rewrites a slot of every Module subclass.
+    NEVER_PATCHED = [(torch.nn.Module, "__call__"), (torch.nn.Module, "__setattr__")]
+    PATCHABLE = [(torch.nn.Module, "_call_impl"), (torch.nn.Module, "train"),
                  (torch.nn.Module, "zero_grad"), (torch.optim.Optimizer, "zero_grad"),
                  (torch.optim.Optimizer, "__init__"), (torch.autograd, "backward"),
                  (torch.nn.functional, "cross_entropy")]
-    ORIGINALS = [vars(owner)[name] for owner, name in PATCHABLE]
+    ORIGINALS = [vars(owner)[name] for owner, name in PATCHABLE + NEVER_PATCHED]
 
 
     def patched():
-        return [name for (owner, name), original in zip(PATCHABLE, ORIGINALS) if vars(owner)[name] is not original]
+        return [name for (owner, name), original in zip(PATCHABLE + NEVER_PATCHED, ORIGINALS)
+                if vars(owner)[name] is not original]
     MODEL = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.1), torch.nn.Linear(3, 1))
 
 

@@ -32,6 +32,14 @@ class RuntimeCheck:
     def install(self, events: Events, hooks: HookSet) -> None:
         raise NotImplementedError
 
+    def explain(self, error: BaseException) -> None:
+        """The test raised ``error``: report it if it is the symptom of this check's bug.
+
+        Called before :meth:`finish`, for the exception the test body ended with
+        (not for one the test caught itself). Free until a test fails, where a
+        hook would cost something on every event.
+        """
+
     def finish(self) -> None:
         """Draw end-of-run conclusions, before hooks are removed.
 
@@ -95,11 +103,17 @@ class Monitor:
             except Exception as exc:  # a check's bug must not fail the user's test
                 self.events.errors.append(f"{check.CODE}: {type(exc).__name__}: {exc}")
 
-    def stop(self) -> None:
-        """Finish every check, then remove every hook, whatever happens on the way."""
+    def stop(self, error: Optional[BaseException] = None) -> None:
+        """Finish every check (shown ``error``, the test's exception, if any), then remove every hook."""
         if not self.running:
             return
         try:
+            if isinstance(error, Exception):
+                for check in self.checks:
+                    try:
+                        check.explain(error)
+                    except Exception as exc:  # a check's bug must not hide the test's own error
+                        self.events.errors.append(f"{check.CODE}: {type(exc).__name__}: {exc}")
             self.conclude()
             self.children.collect()
         finally:

@@ -59,7 +59,7 @@ _MODULE_HOOK_TABLES = (
     "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks",
 )
 #: Global module hook tables (``torch.nn.modules.module``), emptied likewise: trainsafe's own included
-#: (trainsafe watches module calls through ``nn.Module.__call__``, which is reset to torch's own too).
+#: (trainsafe watches module calls through ``nn.Module._call_impl``, which is reset to torch's own too).
 _GLOBAL_HOOK_TABLES = (
     "_global_forward_pre_hooks", "_global_forward_hooks", "_global_forward_hooks_always_called",
     "_global_backward_pre_hooks", "_global_backward_hooks", "_global_module_registration_hooks",
@@ -106,7 +106,10 @@ def _isolated(model: Any) -> Iterator[None]:
                         if (container := m.__dict__.get(name)) is not None]
     saved_globals: Dict[str, Any] = {name: getattr(torch_module, name) for name in _GLOBAL_HOOK_TABLES
                                      if hasattr(torch_module, name)}
-    module_call = torch.nn.Module.__dict__["__call__"]
+    module_call = torch.nn.Module.__dict__["_call_impl"]
+    torch_call = module_call
+    while getattr(torch_call, "trainsafe_wrapper", False):  # trainsafe's wrapper (events.py)
+        torch_call = torch_call.__wrapped__
     rng = torch.random.get_rng_state()
     caught = warnings.catch_warnings()  # fake tensors make torch warn (data_ptr...): not the user's business
     caught.__enter__()
@@ -119,10 +122,10 @@ def _isolated(model: Any) -> Iterator[None]:
                     m.__dict__[name] = type(table)()
         for name, table in saved_globals.items():
             setattr(torch_module, name, type(table)())
-        torch.nn.Module.__call__ = torch.nn.Module._wrapped_call_impl  # trainsafe's wrapper (events.py) too
+        torch.nn.Module._call_impl = torch_call
         yield
     finally:
-        torch.nn.Module.__call__ = module_call
+        torch.nn.Module._call_impl = module_call
         for name, table in saved_globals.items():
             setattr(torch_module, name, table)
         for m, attributes in saved_attributes:  # drops what forward cached on a module (fake tensors)

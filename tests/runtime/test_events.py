@@ -1,4 +1,4 @@
-"""The shared event sources: module calls seen through one ``nn.Module.__call__`` wrapper.
+"""The shared event sources: module calls seen through one ``nn.Module._call_impl`` wrapper.
 
 The wrapper must see what the global forward hooks it replaced saw (the outermost
 call, every call of a subscribed class), stay out of what the user computes and
@@ -96,11 +96,11 @@ def test_a_broken_subscriber_is_recorded_and_never_reaches_the_user() -> None:
 
 
 def test_the_wrapper_is_removed_with_the_tests_hooks() -> None:
-    original = vars(nn.Module)["__call__"]
+    original = vars(nn.Module)["_call_impl"]
     events, hooks = watched(Recorder())
-    assert vars(nn.Module)["__call__"] is not original
+    assert vars(nn.Module)["_call_impl"] is not original
     hooks.remove_all()
-    assert vars(nn.Module)["__call__"] is original
+    assert vars(nn.Module)["_call_impl"] is original
 
 
 def _train_compiled(steps: int = 3) -> List[float]:

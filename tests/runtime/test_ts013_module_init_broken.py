@@ -7,12 +7,14 @@ reports it too).
 from __future__ import annotations
 
 import dataclasses
+from typing import List, Tuple
 
 import pytest
 import torch
 from torch import nn
 
-from helpers import found_lines, marked_lines, watch
+from helpers import finding_lines, found_lines, marked_lines, watch, watch_outcome
+from pytest_trainsafe.finding import Finding
 
 CODES = ["TS013"]
 
@@ -51,20 +53,22 @@ def build_without_super() -> None:
     NoSuperNet()
 
 
-def test_a_missing_super_init_is_reported_at_the_init_and_torchs_error_still_raised() -> None:
-    with pytest.raises(AttributeError, match="before Module.__init__"):
+def failing_test_findings(function) -> Tuple[List[Finding], BaseException]:
+    findings, error = watch_outcome(function, codes=CODES)
+    assert isinstance(error, AttributeError), error
+    return findings, error
+
+
+def test_a_missing_super_init_is_reported_at_the_init_when_the_test_fails_on_torchs_error() -> None:
+    findings, error = failing_test_findings(build_without_super)
+    assert finding_lines(findings) == marked_lines(NoSuperNet, codes=CODES)
+    assert findings[0].detail == "NoSuperNet.__init__ assigns a layer or parameter before super().__init__()"
+    assert str(error) == "cannot assign module before Module.__init__() call"
+
+
+def test_torchs_error_reaches_the_test_unchanged() -> None:
+    with pytest.raises(AttributeError, match=r"^cannot assign module before Module.__init__\(\) call$"):
         watch(build_without_super, codes=CODES)
-
-    holder = []
-
-    def run() -> None:
-        try:
-            NoSuperNet()
-        except AttributeError as error:
-            holder.append(error)
-
-    assert found_lines(run, codes=CODES) == marked_lines(NoSuperNet, codes=CODES)
-    assert "cannot assign module before Module.__init__() call" in str(holder[0])
 
 
 class LateSuper(nn.Module):
@@ -79,14 +83,48 @@ class Child(LateSuper):
 
 
 def build_late_super_through_a_child() -> None:
-    try:
-        Child()
-    except AttributeError:
-        pass
+    Child()
 
 
 def test_a_parameter_assigned_before_super_init_is_reported_at_the_init_that_did_it() -> None:
-    assert found_lines(build_late_super_through_a_child, codes=CODES) == marked_lines(LateSuper, codes=CODES)
+    findings, _ = failing_test_findings(build_late_super_through_a_child)
+    assert finding_lines(findings) == marked_lines(LateSuper, codes=CODES)
+
+
+def test_the_error_is_found_behind_the_one_the_test_raised_from_it() -> None:
+    def build_in_a_factory() -> None:
+        try:
+            NoSuperNet()
+        except AttributeError as exc:
+            raise AttributeError("could not build the model") from exc
+
+    findings, _ = failing_test_findings(build_in_a_factory)
+    assert finding_lines(findings) == marked_lines(NoSuperNet, codes=CODES)
+
+
+@dataclasses.dataclass(eq=False)
+class DataNoSuper(nn.Module):
+    head: nn.Module
+
+
+def build_a_dataclass_module_without_super() -> None:
+    DataNoSuper(nn.Linear(2, 2))  # TS013 here
+
+
+def test_a_generated_init_is_reported_at_the_line_that_built_the_module() -> None:
+    findings, _ = failing_test_findings(build_a_dataclass_module_without_super)
+    assert finding_lines(findings) == marked_lines(build_a_dataclass_module_without_super, codes=CODES)
+
+
+def test_an_error_the_test_handles_itself_is_not_seen() -> None:
+    """Only the error a test fails with is looked at: nothing runs on attribute assignments."""
+    def handled() -> None:
+        try:
+            NoSuperNet()
+        except AttributeError:
+            pass
+
+    assert watch(handled, codes=CODES) == []
 
 
 # -- legitimate look-alikes: silent --------------------------------------------------------
@@ -159,10 +197,11 @@ def test_other_assignment_errors_are_not_findings() -> None:
     assert found_lines(attribute_errors_of_other_kinds, codes=CODES) == set()
 
 
-def test_the_setattr_wrapper_is_removed_after_the_test() -> None:
-    original = nn.Module.__setattr__
-    watch(lambda: nn.Linear(2, 2), codes=CODES)
-    assert nn.Module.__setattr__ is original
+def test_module_attribute_assignment_is_never_patched() -> None:
+    original = vars(nn.Module)["__setattr__"]
+    seen = []
+    watch(lambda: seen.append(vars(nn.Module)["__setattr__"] is original), codes=CODES)
+    assert seen == [True]
 
 
 @dataclasses.dataclass(eq=False)

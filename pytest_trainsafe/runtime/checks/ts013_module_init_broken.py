@@ -2,12 +2,15 @@
 
 What is watched:
 
-- ``torch.nn.Module.__setattr__`` is wrapped for the test. The wrapper calls the
-  original and does nothing else, unless torch raises its own "cannot assign
-  module / parameters before Module.__init__() call": then the ``__init__`` being run
-  is the finding (located at its ``def`` line, like the linter), and torch's error
-  propagates unchanged. This catches an ``__init__`` that assigns a layer before
-  ``super().__init__()`` or never calls it.
+- A test that fails with torch's own "cannot assign module / parameters before
+  Module.__init__() call" (``RuntimeCheck.explain``): the ``__init__`` that was
+  running when ``Module.__setattr__`` raised, found in the error's traceback, is
+  the finding (located at its ``def`` line, like the linter); torch's error is
+  the test's failure, untouched. This catches an ``__init__`` that assigns a
+  layer before ``super().__init__()`` or never calls it. Nothing is patched for
+  it: wrapping ``Module.__setattr__`` (a dunder) would make CPython rewrite a
+  slot of every Module subclass, twice per test, and add a call to every
+  attribute assignment of every module.
 - On the first call of each module class in the test (``events.module_class``), the
   class is examined: a user class that defines no ``__init__`` but a method whose
   name is a near miss of it (``__int__``, ``_init_``...) and that does what an
@@ -16,19 +19,17 @@ What is watched:
   runs after this hook, so the finding is made even though that forward then fails
   on the missing layer.
 
-Cost: one extra Python call per module attribute assignment (construction, ``train()``);
-no work of its own per module call; the class analysis (reading a few code objects)
-once per class.
+Cost: nothing per module call or attribute assignment; the class analysis
+(reading a few code objects) once per class; a traceback walk when a test fails.
 """
 
 from __future__ import annotations
 
 import dis
 import inspect
-import sys
 import weakref
-from types import FrameType, FunctionType
-from typing import Any, Callable, Optional
+from types import FrameType, FunctionType, TracebackType
+from typing import Any, Callable, List, Optional
 
 import torch
 
@@ -103,12 +104,33 @@ def _called_in_file(function: FunctionType, name: str) -> bool:
     return f".{name}(" in text or f".{name})" in text
 
 
-def _running_init(module: Any, frame: Optional[FrameType]) -> Optional[Location]:
-    """The ``def`` line of the ``__init__`` being run for ``module`` (the innermost one on the stack)."""
+def _causes(error: BaseException, limit: int = 5) -> List[BaseException]:
+    """The error and the exceptions it was raised from or while handling (a few, no cycles)."""
+    found: List[BaseException] = []
+    current: Optional[BaseException] = error
+    while current is not None and len(found) < limit and all(current is not seen for seen in found):
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _setattr_frame(traceback: Optional[TracebackType]) -> Optional[FrameType]:
+    """The frame of torch's ``Module.__setattr__`` that raised, from the error's traceback."""
+    setattr_code = torch.nn.Module.__setattr__.__code__
+    found = None
+    while traceback is not None:
+        if traceback.tb_frame.f_code is setattr_code:
+            found = traceback.tb_frame
+        traceback = traceback.tb_next
+    return found
+
+
+def _running_init(module: Any, frame: Optional[FrameType]) -> Optional[FrameType]:
+    """The frame of the ``__init__`` being run for ``module`` (the innermost one on the stack)."""
     while frame is not None:
         code = frame.f_code
         if code.co_name == "__init__" and code.co_argcount and frame.f_locals.get(code.co_varnames[0]) is module:
-            return code.co_filename, code.co_firstlineno
+            return frame
         frame = frame.f_back
     return None
 
@@ -120,31 +142,26 @@ class ModuleInitBrokenCheck(RuntimeCheck):
 
     def install(self, events: Events, hooks: HookSet) -> None:
         events.module_class.append(self._on_module_class)
-        original = torch.nn.Module.__setattr__
-        report = self._on_uninitialised
 
-        def __setattr__(module: Any, name: str, value: Any) -> None:
-            try:
-                original(module, name, value)
-            except AttributeError as error:
-                if str(error) in _BEFORE_INIT:
-                    report(module)
-                raise
+    def explain(self, error: BaseException) -> None:
+        for exc in _causes(error):
+            if isinstance(exc, AttributeError) and str(exc) in _BEFORE_INIT:
+                self._on_uninitialised(exc)
+                return
 
-        __setattr__.__wrapped__ = original  # type: ignore[attr-defined]
-        __setattr__.__qualname__ = original.__qualname__
-        hooks.patch(torch.nn.Module, "__setattr__", __setattr__)
-
-    def _on_uninitialised(self, module: Any) -> None:
-        try:
-            where = _running_init(module, sys._getframe(2))
-            detail = f"{type(module).__name__}.__init__ assigns a layer or parameter before super().__init__()"
-            if where is not None and not where[0].startswith("<"):
-                self.report(detail, where=where)
-            else:  # generated code (a dataclass __init__): the user's line that built the module
-                self.report(detail)
-        except Exception:  # never let the check itself hide torch's error
-            pass
+    def _on_uninitialised(self, error: AttributeError) -> None:
+        raised = _setattr_frame(error.__traceback__)
+        if raised is None:
+            return
+        module = raised.f_locals.get("self")
+        init = _running_init(module, raised.f_back)
+        detail = f"{type(module).__name__}.__init__ assigns a layer or parameter before super().__init__()"
+        if init is None:
+            self.report(detail, frame=raised)
+        elif init.f_code.co_filename.startswith("<"):  # generated (a dataclass): the line that built the module
+            self.report(detail, frame=init.f_back)
+        else:
+            self.report(detail, where=(init.f_code.co_filename, init.f_code.co_firstlineno))
 
     def _on_module_class(self, cls: type) -> Optional[Callable[[Any, tuple], None]]:
         """Examine each module class on its first call: report it there if its ``__init__`` is misspelled."""
