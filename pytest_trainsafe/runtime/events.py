@@ -18,6 +18,11 @@ per class: a ``module_class`` subscriber sees each class once per test and
 returns what, if anything, to call for every call of a module of that class.
 A call that raises is shown to ``module_raised`` subscribers (innermost module
 first) as the exception passes through: free until something raises.
+
+Root events are about models: a call of one of torch's own loss modules
+(``nn.CrossEntropyLoss()(logits, y)``, outside any model) is the root while it
+runs but is not shown to root subscribers, as it owns no layers, creates none
+and computes alike in train and eval mode.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ ModuleClass = Callable[[type], Optional[Callable[[Any, tuple], None]]]
 ModuleRaised = Callable[[Any, tuple, Exception], None]
 StepHook = Callable[[Any], None]
 Registration = Callable[[Any, str, Any], None]
+
+
+def _is_torch_loss(cls: type) -> bool:
+    from torch.nn.modules.loss import _Loss
+
+    return issubclass(cls, _Loss) and (cls.__module__ or "").startswith("torch.")
 
 
 class Events:
@@ -56,6 +67,8 @@ class Events:
         self.root: Any = None
         #: Module class -> the per-call subscribers for its instances (filled on first call).
         self._per_class: Dict[type, Tuple[Callable[[Any, tuple], None], ...]] = {}
+        #: Module class -> whether its outermost calls are root events (not for torch's losses).
+        self._model_class: Dict[type, bool] = {}
         #: Errors raised by subscribers: swallowed so that a bug in a check never
         #: reaches the user's code, and surfaced by the monitor after the test.
         self.errors: List[str] = []
@@ -145,8 +158,11 @@ class Events:
         __tracebackhide__ = True  # noqa: F841
         output = None
         self.root = module
+        model = self._model_class.get(type(module))
+        if model is None:
+            model = self._model_class[type(module)] = not _is_torch_loss(type(module))
         try:
-            if self.root_forward_pre:
+            if model and self.root_forward_pre:
                 self._fan_out(self.root_forward_pre, module, args)
             output = original(module, *args, **kwargs)
             return output
@@ -155,7 +171,7 @@ class Events:
             raise
         finally:
             try:
-                if self.root_forward_post:
+                if model and self.root_forward_post:
                     self._fan_out(self.root_forward_post, module, args, output)
             finally:
                 self.root = None

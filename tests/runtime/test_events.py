@@ -95,6 +95,27 @@ def test_a_broken_subscriber_is_recorded_and_never_reaches_the_user() -> None:
     assert any("IndexError" in error for error in events.errors)
 
 
+class SmoothedLoss(nn.Module):
+    """A loss written by the user: it may build layers or depend on the mode, so it is a root like a model."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+
+
+def test_a_torch_loss_called_outside_the_model_is_no_root_event() -> None:
+    recorder = Recorder()
+    logits, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    events, hooks = watched(recorder, per_call_for=nn.Module)
+    try:
+        nn.CrossEntropyLoss()(logits, target)
+        SmoothedLoss()(logits, target)
+    finally:
+        hooks.remove_all()
+    assert recorder.pre == ["SmoothedLoss"]
+    assert [name for name, _ in recorder.post] == ["SmoothedLoss"]
+    assert recorder.calls == ["CrossEntropyLoss", "SmoothedLoss"]  # still seen per class
+
+
 def test_the_wrapper_is_removed_with_the_tests_hooks() -> None:
     original = vars(nn.Module)["_call_impl"]
     events, hooks = watched(Recorder())

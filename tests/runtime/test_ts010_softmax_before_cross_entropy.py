@@ -55,6 +55,24 @@ def test_a_model_ending_in_softmax_is_reported_at_the_loss_call(device: str) -> 
     assert "softmax output" in findings[0].message
 
 
+def softmax_head_switched_on_late() -> None:
+    """The grad_fn is read on the first 8 calls, then on every 8th: a path first taken at call 13 is seen at 16."""
+    model = tiny_mlp(outputs=3)
+    x, y = _batch()
+    for call in range(1, 17):
+        logits = model(x)
+        if call <= 12:
+            loss = F.cross_entropy(logits, y)
+        else:
+            loss = F.cross_entropy(F.softmax(logits, dim=1), y)  # TS010 here
+        loss.backward()
+
+
+def test_a_code_path_taken_only_after_the_first_calls_is_found_within_a_sampling_period() -> None:
+    assert found_lines(softmax_head_switched_on_late, codes=CODES) == \
+        marked_lines(softmax_head_switched_on_late, codes=CODES)
+
+
 def functional_log_softmax(device: str) -> None:
     model = tiny_mlp(device, outputs=3)
     x, y = _batch(device)

@@ -52,6 +52,7 @@ from ..events import Events
 from ..hooks import HookSet
 from ..location import Location
 from ..monitor import RuntimeCheck
+from ..sampling import previous_sampled, sampled
 
 #: How many consecutive previous optimizer steps must each still hold a loss graph.
 _GENERATIONS = 3
@@ -73,14 +74,12 @@ class _Sentinel:
 
 
 def _tracked(generation: int) -> bool:
-    return generation <= _GENERATIONS + 1 or generation % _EVERY == 0
+    return sampled(generation, _GENERATIONS + 1, _EVERY)
 
 
 def _previous_tracked(generation: int) -> int:
     """The tracked generation before ``generation`` (0 if none)."""
-    if generation - 1 <= _GENERATIONS + 1:
-        return generation - 1
-    return max((generation - 1) // _EVERY * _EVERY, _GENERATIONS + 1)
+    return previous_sampled(generation, _GENERATIONS + 1, _EVERY)
 
 
 class _Root:
