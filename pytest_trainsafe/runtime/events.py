@@ -65,6 +65,12 @@ class Events:
         #: The module whose outermost call is running now (None outside any model call, and
         #: when no check subscribed to module calls).
         self.root: Any = None
+        #: Optimizer steps begun and completed so far in the test (any optimizer), for checks
+        #: that only count them: reading a counter costs nothing per step, a subscriber a call.
+        #: Kept once a check asks for them (:meth:`count_steps`) or subscribes to steps.
+        self.steps_begun = 0
+        self.steps_done = 0
+        self._count_steps = False
         #: Module class -> the per-call subscribers for its instances (filled on first call).
         self._per_class: Dict[type, Tuple[Callable[[Any, tuple], None], ...]] = {}
         #: Module class -> whether its outermost calls are root events (not for torch's losses).
@@ -86,15 +92,18 @@ class Events:
         if len(self.errors) < 10:
             self.errors.append(f"{owner}: {type(exc).__name__}: {exc}")
 
+    def count_steps(self) -> None:
+        """Keep :attr:`steps_begun` and :attr:`steps_done` (installs the step hooks)."""
+        self._count_steps = True
+
     def install(self, hooks: HookSet) -> None:
         from torch.nn.modules import module as torch_module
         from torch.optim import optimizer as torch_optimizer
 
         if self.root_forward_pre or self.root_forward_post or self.module_class or self.module_raised:
             self._watch_module_calls(hooks)
-        if self.step_pre:
+        if self.step_pre or self.step_post or self._count_steps:
             hooks.add(torch_optimizer.register_optimizer_step_pre_hook(self._on_step_pre))
-        if self.step_post:
             hooks.add(torch_optimizer.register_optimizer_step_post_hook(self._on_step_post))
         if self.parameter_registered:
             hooks.add(torch_module.register_module_parameter_registration_hook(self._on_parameter))
@@ -184,9 +193,11 @@ class Events:
     # -- optimizer steps and registrations -------------------------------------------------
 
     def _on_step_pre(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
+        self.steps_begun += 1
         self._fan_out(self.step_pre, optimizer)
 
     def _on_step_post(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
+        self.steps_done += 1
         self._fan_out(self.step_post, optimizer)
 
     def _on_parameter(self, module: Any, name: str, param: Any) -> None:

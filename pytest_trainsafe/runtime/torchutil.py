@@ -42,30 +42,45 @@ from typing import Callable, List, Tuple  # noqa: E402
 
 #: ``subscriber(roots, create_graph)``: the tensors a backward pass started from.
 BackwardSubscriber = Callable[[Tuple[torch.Tensor, ...], bool], None]
-_backward_subscribers: "weakref.WeakKeyDictionary[Any, List[BackwardSubscriber]]" = weakref.WeakKeyDictionary()
 
 
-def on_backward(hooks: Any, subscriber: BackwardSubscriber) -> None:
-    """Call ``subscriber(roots, create_graph)`` after every ``backward()`` that completes in this test.
+class Backwards:
+    """One test's ``backward()`` calls: how many completed (read it; it costs nothing), and who is told."""
 
-    ``hooks`` is the test's HookSet: the wrapper is installed with the first
-    subscriber and removed with the test's other hooks. The wrapper is
-    transparent: it returns what torch returns, lets torch's exceptions through
-    untouched, and a subscriber's own exception never reaches the user. Roots
-    passed as something else than a tensor or a list/tuple of tensors (a
-    generator, gradient edges) are not shown to subscribers.
+    __slots__ = ("count", "listeners")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.listeners: List[BackwardSubscriber] = []
+
+
+_backwards: "weakref.WeakKeyDictionary[Any, Backwards]" = weakref.WeakKeyDictionary()
+
+
+def backwards(hooks: Any) -> Backwards:
+    """The test's :class:`Backwards`: ``torch.autograd.backward`` is wrapped ONCE per test, on first use.
+
+    ``hooks`` is the test's HookSet: the wrapper is removed with the test's other
+    hooks. The wrapper is transparent: it returns what torch returns, lets
+    torch's exceptions through untouched, and a subscriber's own exception never
+    reaches the user. Roots passed as something else than a tensor or a
+    list/tuple of tensors (a generator, gradient edges) are counted but not
+    shown to subscribers.
     """
-    subscribers = _backward_subscribers.get(hooks)
-    if subscribers is None:
-        subscribers = _backward_subscribers[hooks] = []
-        original = torch.autograd.backward
-        listeners = subscribers
+    source = _backwards.get(hooks)
+    if source is not None:
+        return source
+    source = _backwards[hooks] = Backwards()
+    original = torch.autograd.backward
+    listeners = source.listeners
 
-        @functools.wraps(original)
-        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(original)
+    def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(tensors, *args, **kwargs)
+        source.count += 1
+        if listeners:
             roots = (tensors,) if isinstance(tensors, torch.Tensor) else \
                 tuple(t for t in tensors if isinstance(t, torch.Tensor)) if isinstance(tensors, (list, tuple)) else ()
-            result = original(tensors, *args, **kwargs)
             if roots:
                 create_graph = bool(args[2] if len(args) > 2 else kwargs.get("create_graph", False))
                 for listener in listeners:
@@ -73,11 +88,16 @@ def on_backward(hooks: Any, subscriber: BackwardSubscriber) -> None:
                         listener(roots, create_graph)
                     except Exception:  # a check's bug must never break the user's training
                         pass
-            return result
+        return result
 
-        hooks.patch(torch.autograd, "backward", backward)
-        hooks.on_remove(lambda: _backward_subscribers.pop(hooks, None))
-    subscribers.append(subscriber)
+    hooks.patch(torch.autograd, "backward", backward)
+    hooks.on_remove(lambda: _backwards.pop(hooks, None))
+    return source
+
+
+def on_backward(hooks: Any, subscriber: BackwardSubscriber) -> None:
+    """Call ``subscriber(roots, create_graph)`` after every ``backward()`` that completes in this test."""
+    backwards(hooks).listeners.append(subscriber)
 
 
 # ---------------------------------------------------------------------------------------

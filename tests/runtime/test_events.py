@@ -171,3 +171,23 @@ class _no_warning:
     def __exit__(self, *exc: object) -> None:
         self._catcher.__exit__(*exc)
         assert not [w for w in self._caught if "trainsafe" in str(w.message)]
+
+
+def test_step_counters_need_no_subscriber_and_stop_with_the_tests_hooks() -> None:
+    from torch.optim import optimizer as torch_optimizer
+
+    model = tiny_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    events, hooks = Events(), HookSet()
+    events.count_steps()
+    events.install(hooks)
+    try:
+        for x, y in regression_batches(n=3):
+            nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+        assert (events.steps_begun, events.steps_done) == (3, 3)
+    finally:
+        hooks.remove_all()
+    assert not torch_optimizer._global_optimizer_pre_hooks and not torch_optimizer._global_optimizer_post_hooks
+    optimizer.step()
+    assert events.steps_done == 3

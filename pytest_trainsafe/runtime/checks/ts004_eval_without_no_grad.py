@@ -119,8 +119,8 @@ class EvalWithoutNoGrad(RuntimeCheck):
         events.root_forward_post.append(self._on_forward)
         #: Optimizer steps so far: one forward per epoch from one line (a single-batch check between
         #: epochs) is not a pass over batches; the same line repeating with no step in between is.
-        self._steps = 0
-        events.step_post.append(self._on_step)
+        self._events = events
+        events.count_steps()
         original = getattr(torch.autograd, "_engine_run_backward", None)
         if original is not None:  # every backward() and autograd.grad() goes through it (torch >= 2.4)
 
@@ -129,9 +129,6 @@ class EvalWithoutNoGrad(RuntimeCheck):
                 return original(*args, **kwargs)
 
             hooks.patch(torch.autograd, "_engine_run_backward", counting_engine_run_backward)
-
-    def _on_step(self, optimizer: Any) -> None:
-        self._steps += 1
 
     def _on_forward_pre(self, module: Any, args: tuple) -> None:
         self._backwards_at_root = self._backwards
@@ -168,7 +165,7 @@ class EvalWithoutNoGrad(RuntimeCheck):
         record.count += 1
         if len(record.watched) >= _WATCHED:
             return
-        candidate = _Candidate(user_location(), _batch_size(args, tensor), self._steps)
+        candidate = _Candidate(user_location(), _batch_size(args, tensor), self._events.steps_done)
         record.watched.append(candidate)
         for node in _output_nodes(output, tensor):
             handle = node.register_prehook(candidate.mark_used)

@@ -38,7 +38,7 @@ from ..events import Events
 from ..hooks import HookSet
 from ..identitymap import IdentityMap
 from ..monitor import RuntimeCheck
-from ..torchutil import ModeIndex, is_compiling, module_label, on_backward, on_mode_change
+from ..torchutil import ModeIndex, backwards, is_compiling, module_label, on_mode_change
 
 #: Packages whose code may run a model under no_grad in train mode on purpose.
 _FRAMEWORKS = frozenset({"torch", "torchvision", "torchaudio", "pytorch_lightning", "lightning",
@@ -85,18 +85,15 @@ class EvalModeMissing(RuntimeCheck):
         self._roots: Any = IdentityMap()
         #: Backward count at the last explicit ``module.train()`` (outermost call) per module.
         self._trained_explicitly: Any = IdentityMap()
-        self._backwards = 0
+        #: Completed backward() calls in the test (a counter shared by the checks: nothing per call here).
+        self._backward_calls = backwards(hooks)
         events.root_forward_post.append(self._on_forward)
         events.module_registered.append(self._modes.invalidate)
-        on_backward(hooks, self._on_backward)
         on_mode_change(hooks, self._on_mode)
-
-    def _on_backward(self, roots: Any, create_graph: bool) -> None:
-        self._backwards += 1
 
     def _on_mode(self, module: Any, mode: bool) -> None:
         if mode is True:
-            self._trained_explicitly[module] = self._backwards
+            self._trained_explicitly[module] = self._backward_calls.count
 
     def _on_forward(self, module: Any, args: tuple, output: Any) -> None:
         if not module.training:
@@ -108,7 +105,7 @@ class EvalModeMissing(RuntimeCheck):
                 if root is None:
                     root = self._roots[module] = _Root()
                 if root.trained_from is None:
-                    root.trained_from = self._backwards
+                    root.trained_from = self._backward_calls.count
                 return
             if torch._C._is_tracing() or is_compiling():
                 return
@@ -125,8 +122,9 @@ class EvalModeMissing(RuntimeCheck):
         first = args[0] if args else None
         previous = root.last_input() if root.last_input is not None else None
         # the previous input gone (freed) or another tensor: a new batch; the same one: Monte-Carlo sampling
-        consecutive = root.last_backwards == self._backwards and (previous is None or previous is not first)
-        root.last_backwards = self._backwards
+        backward_calls = self._backward_calls.count
+        consecutive = root.last_backwards == backward_calls and (previous is None or previous is not first)
+        root.last_backwards = backward_calls
         try:
             root.last_input = weakref.ref(first) if first is not None else None
         except TypeError:  # not weak-referenceable (a dict of inputs): compare nothing
@@ -138,7 +136,7 @@ class EvalModeMissing(RuntimeCheck):
         active = self._modes.training(module)
         if not active or not self._trained(module, root):
             return
-        if self._trained_explicitly.get(module, -1) == self._backwards:
+        if self._trained_explicitly.get(module, -1) == self._backward_calls.count:
             return  # train() on purpose after the last backward: recalibration, Monte-Carlo dropout
         if any(getattr(m, "momentum", 0.1) is None for m in active):
             return  # cumulative batch-norm statistics: a recalibration pass
@@ -150,11 +148,11 @@ class EvalModeMissing(RuntimeCheck):
                     f"{', '.join(kinds[:3])} active")
 
     def _trained(self, module: Any, root: _Root) -> bool:
-        if root.trained_from is not None and self._backwards > root.trained_from:
+        if root.trained_from is not None and self._backward_calls.count > root.trained_from:
             return True
-        if root.untrained_at == self._backwards or self._backwards == 0:
+        if root.untrained_at == self._backward_calls.count or self._backward_calls.count == 0:
             return False  # no backward in this test (gradients left by a fixture's training do not count)
         if any(p.grad is not None for p in module.parameters()):
             return True
-        root.untrained_at = self._backwards
+        root.untrained_at = self._backward_calls.count
         return False

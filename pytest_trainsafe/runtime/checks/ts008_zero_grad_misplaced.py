@@ -2,7 +2,7 @@
 
 What is watched:
 
-* every completed ``backward()`` (``torchutil.on_backward``) bumps a counter;
+* every completed ``backward()`` is counted (``torchutil.backwards``, shared by the checks);
 * ``Optimizer.zero_grad`` and ``Module.zero_grad`` are wrapped (transparently, the
   original runs unchanged). A ``zero_grad()`` is *suspicious* when a backward ran since
   that optimizer's last step (for a module: since the last step of any optimizer):
@@ -32,7 +32,7 @@ from ..hooks import HookSet
 from ..identitymap import IdentityMap
 from ..location import Location, user_location
 from ..monitor import RuntimeCheck
-from ..torchutil import on_backward, on_call
+from ..torchutil import backwards, on_call
 
 #: Suspicious zero_grad() calls located per test (a stack walk each); later ones report at the step.
 _LOCATED = 16
@@ -66,21 +66,18 @@ class ZeroGradMisplaced(RuntimeCheck):
     def install(self, events: Events, hooks: HookSet) -> None:
         import torch
 
-        self._backwards = 0
+        #: Completed backward() calls in the test (a counter shared by the checks: nothing per call here).
+        self._backward_calls = backwards(hooks)
         self._located = 0
         self._optimizers: Any = IdentityMap()
         #: module -> (backward count when suspiciously zeroed, location or None)
         self._zeroed_modules: Any = IdentityMap()
         #: Backward count when the running step() began (a closure's backwards come after it).
         self._backwards_at_step = 0
-        on_backward(hooks, self._on_backward)
         events.step_pre.append(self._on_step_pre)
         events.step_post.append(self._on_step_post)
         on_call(hooks, torch.optim.Optimizer, "zero_grad", self._on_optimizer_zero_grad)
         on_call(hooks, torch.nn.Module, "zero_grad", self._on_module_zero_grad)
-
-    def _on_backward(self, roots: Any, create_graph: bool) -> None:
-        self._backwards += 1
 
     def _stepper(self, optimizer: Any) -> _Stepper:
         stepper = self._optimizers.get(optimizer)
@@ -89,13 +86,13 @@ class ZeroGradMisplaced(RuntimeCheck):
         return stepper
 
     def _on_optimizer_zero_grad(self, args: tuple, kwargs: dict) -> None:
-        if self._backwards == 0 or not args:
+        if self._backward_calls.count == 0 or not args:
             return
         stepper = self._stepper(args[0])
         stepper.zeroed = self._suspicion(stepper.stepped)
 
     def _on_module_zero_grad(self, args: tuple, kwargs: dict) -> None:
-        if self._backwards == 0 or not args:
+        if self._backward_calls.count == 0 or not args:
             return
         since = max((stepper.stepped for stepper in self._optimizers.values()), default=0)
         suspicion = self._suspicion(since)
@@ -106,13 +103,13 @@ class ZeroGradMisplaced(RuntimeCheck):
 
     def _suspicion(self, since: int) -> Optional[Tuple[int, Optional[Location]]]:
         """(backward count, location) for a zero_grad() after a backward since ``since``; None if none ran."""
-        if self._backwards <= since:
+        if self._backward_calls.count <= since:
             return None  # no backward since the step: the usual place
         where: Optional[Location] = None
         if self._located < _LOCATED:
             self._located += 1
             where = user_location()
-        return self._backwards, where
+        return self._backward_calls.count, where
 
     def _on_step_post(self, optimizer: Any) -> None:
         try:
@@ -120,22 +117,22 @@ class ZeroGradMisplaced(RuntimeCheck):
             # ``optimizer.step(closure)`` runs the closure's backward inside step(), after the
             # pre-hook: a closure that clears after its backward is judged here (the step has
             # just used the cleared gradients, which are still None / zero).
-            if self._backwards > self._backwards_at_step:
+            if self._backward_calls.count > self._backwards_at_step:
                 self._judge(optimizer, stepper)
-            stepper.stepped = self._backwards
+            stepper.stepped = self._backward_calls.count
             stepper.zeroed = None
         except Exception:
             pass
 
     def _on_step_pre(self, optimizer: Any) -> None:
         try:
-            self._backwards_at_step = self._backwards
+            self._backwards_at_step = self._backward_calls.count
             self._judge(optimizer, self._stepper(optimizer))
         except Exception:
             pass
 
     def _judge(self, optimizer: Any, stepper: _Stepper) -> None:
-        if self._backwards <= stepper.stepped or stepper.reported:
+        if self._backward_calls.count <= stepper.stepped or stepper.reported:
             return
         culprit = self._culprit(optimizer, stepper)
         if culprit is None or not self._gradients_gone(optimizer):
@@ -147,13 +144,13 @@ class ZeroGradMisplaced(RuntimeCheck):
     def _culprit(self, optimizer: Any, stepper: _Stepper) -> Optional[Tuple[int, Optional[Location]]]:
         """The suspicious zero_grad() since the last backward that cleared this optimizer's parameters."""
         own = stepper.zeroed
-        if own is not None and own[0] == self._backwards:
+        if own is not None and own[0] == self._backward_calls.count:
             return own
         if not self._zeroed_modules:
             return None
         ids = {id(p) for p in _all_params(optimizer)}
         for module, record in list(self._zeroed_modules.items()):
-            if record[0] == self._backwards and any(id(p) in ids for p in module.parameters()):
+            if record[0] == self._backward_calls.count and any(id(p) in ids for p in module.parameters()):
                 return record
         return None
 

@@ -97,31 +97,33 @@ class LossAccumulatedWithGraph(RuntimeCheck):
     def install(self, events: Events, hooks: HookSet) -> None:
         from ..torchutil import on_backward
 
+        self._events = events
         self._generation = 0
-        self._stepped = False
-        self._steps_seen = False
+        #: Optimizer step events (begun + done) when the current generation began.
+        self._step_events = 0
         #: (generation, roots backpropagated in it), newest last.
         self._generations: Deque[Tuple[int, List[_Root]]] = deque()
         self._sequences: Set[int] = set()
         self._done = False
         # A step also begins a generation: a closure (LBFGS) runs its backwards inside step(), and
         # its evaluations of one step, even the first step's, are one generation, not one each.
-        events.step_pre.append(self._on_step)
-        events.step_post.append(self._on_step)
+        events.count_steps()
         on_backward(hooks, self._on_backward)
         hooks.on_remove(self._release_all)
 
     # -- events ------------------------------------------------------------------------
 
-    def _on_step(self, optimizer: Any) -> None:
-        self._stepped = self._steps_seen = True
+    @property
+    def _steps_seen(self) -> bool:
+        return self._events.steps_begun > 0
 
     def _on_backward(self, roots: Tuple[Any, ...], create_graph: bool) -> None:
         if self._done or create_graph:
             return
-        if self._stepped or not self._steps_seen:
+        step_events = self._events.steps_begun + self._events.steps_done
+        if step_events != self._step_events or not step_events:  # a step since, or no optimizer at all
             self._generation += 1
-            self._stepped = False
+            self._step_events = step_events
         if not _tracked(self._generation):
             return
         for root in roots:

@@ -44,23 +44,20 @@ class SamplerEpochNotSet(RuntimeCheck):
 
         from ..torchutil import on_call
 
-        self._steps = 0
+        self._events = events
         self._drawn: Set[_Order] = set()
         self._trained: Set[_Order] = set()
         #: The order whose window is open, and the step count when it opened.
         self._window: Optional[Tuple[_Order, int]] = None
-        events.step_post.append(self._on_step)
+        events.count_steps()
 
         on_call(hooks, DistributedSampler, "__iter__", lambda args, kwargs: self._on_sampler(args[0]))
         on_call(hooks, DataLoader, "__iter__", lambda args, kwargs: self._close_window())
 
-    def _on_step(self, optimizer: Any) -> None:
-        self._steps += 1
-
     def _close_window(self) -> None:
         if self._window is not None:
             order, steps = self._window
-            if self._steps > steps:
+            if self._events.steps_done > steps:
                 self._trained.add(order)
             self._window = None
 
@@ -73,4 +70,4 @@ class SamplerEpochNotSet(RuntimeCheck):
             self.report(f"the shuffle of epoch {sampler.epoch} is replayed: "
                         f"set_epoch() was not called since the last pass over this data")
         self._drawn.add(order)
-        self._window = (order, self._steps)
+        self._window = (order, self._events.steps_done)
