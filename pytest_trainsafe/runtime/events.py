@@ -75,6 +75,7 @@ class Events:
         self._per_class: Dict[type, Tuple[Callable[[Any, tuple], None], ...]] = {}
         #: Module class -> whether its outermost calls are root events (not for torch's losses).
         self._model_class: Dict[type, bool] = {}
+        self._exporting: Callable[[], bool] = lambda: False
         #: Errors raised by subscribers: swallowed so that a bug in a check never
         #: reaches the user's code, and surfaced by the monitor after the test.
         self.errors: List[str] = []
@@ -115,7 +116,10 @@ class Events:
     def _watch_module_calls(self, hooks: HookSet) -> None:
         import torch
 
-        from .torchutil import is_compiling as compiling
+        from .torchutil import is_compiling
+        from .torchutil import is_dynamo_compiling as compiling
+
+        self._exporting = is_compiling
 
         original = torch.nn.Module._call_impl
         per_class = self._per_class
@@ -165,6 +169,8 @@ class Events:
 
     def _root_call(self, original: Callable[..., Any], module: Any, args: tuple, kwargs: dict) -> Any:
         __tracebackhide__ = True  # noqa: F841
+        if self._exporting():  # torch.export runs the model's Python on fake tensors: nothing to watch
+            return original(module, *args, **kwargs)
         output = None
         self.root = module
         model = self._model_class.get(type(module))

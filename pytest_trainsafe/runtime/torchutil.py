@@ -159,8 +159,12 @@ _call_subscribers: "weakref.WeakKeyDictionary[Any, Dict[Tuple[int, str], List[Ca
     weakref.WeakKeyDictionary()
 
 
-#: Whether torch.compile is tracing the code that runs now (a function dynamo folds to True while tracing).
+#: Whether torch.compile is tracing the code that runs now (a function dynamo folds to True while tracing),
+#: or torch.export is.
 is_compiling = torch.compiler.is_compiling
+#: Whether dynamo is tracing the code that runs now: folded to True while tracing, a bare ``return False``
+#: otherwise (one Python call, where ``is_compiling`` makes two): for the wrapper run on every module call.
+is_dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", torch.compiler.is_compiling)
 
 
 def on_call(hooks: Any, owner: Any, attribute: str, subscriber: CallSubscriber) -> None:

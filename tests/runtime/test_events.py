@@ -191,3 +191,15 @@ def test_step_counters_need_no_subscriber_and_stop_with_the_tests_hooks() -> Non
     assert not torch_optimizer._global_optimizer_pre_hooks and not torch_optimizer._global_optimizer_post_hooks
     optimizer.step()
     assert events.steps_done == 3
+
+
+def test_torch_export_of_a_watched_model_is_not_observed() -> None:
+    """torch.export runs the model's Python on fake tensors: the wrapper only forwards."""
+    from helpers import watch_outcome
+
+    model = tiny_mlp()
+    exported: List[Any] = []
+    findings, error = watch_outcome(lambda: exported.append(torch.export.export(model, (torch.randn(2, 4),))))
+    assert error is None and findings == []
+    x = torch.randn(2, 4)
+    assert torch.equal(exported[0].module()(x), model(x))

@@ -159,7 +159,7 @@ class ZeroGradMissing(RuntimeCheck):
         else:
             cleared, watched.cleared = watched.cleared, False
             if watched.trusted:
-                if cleared and _layout(optimizer) == watched.layout:
+                if cleared and len(optimizer.param_groups) == len(watched.layout):  # add_param_group ends trust
                     return
                 watched.trusted = False
                 # Without a clearing this iteration goes unjudged, and the following ones are watched in

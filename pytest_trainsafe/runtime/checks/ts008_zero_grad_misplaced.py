@@ -89,7 +89,8 @@ class ZeroGradMisplaced(RuntimeCheck):
         if self._backward_calls.count == 0 or not args:
             return
         stepper = self._stepper(args[0])
-        stepper.zeroed = self._suspicion(stepper.stepped)
+        # The usual place (no backward since the step) decided inline: this runs every step.
+        stepper.zeroed = None if self._backward_calls.count <= stepper.stepped else self._suspicion(stepper.stepped)
 
     def _on_module_zero_grad(self, args: tuple, kwargs: dict) -> None:
         if self._backward_calls.count == 0 or not args:
@@ -127,7 +128,9 @@ class ZeroGradMisplaced(RuntimeCheck):
     def _on_step_pre(self, optimizer: Any) -> None:
         try:
             self._backwards_at_step = self._backward_calls.count
-            self._judge(optimizer, self._stepper(optimizer))
+            stepper = self._stepper(optimizer)
+            if stepper.zeroed is not None or self._zeroed_modules:  # else nothing suspicious to judge
+                self._judge(optimizer, stepper)
         except Exception:
             pass
 

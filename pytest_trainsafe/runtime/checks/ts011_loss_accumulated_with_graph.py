@@ -73,10 +73,6 @@ class _Sentinel:
         return None
 
 
-def _tracked(generation: int) -> bool:
-    return sampled(generation, _GENERATIONS + 1, _EVERY)
-
-
 def _previous_tracked(generation: int) -> int:
     """The tracked generation before ``generation`` (0 if none)."""
     return previous_sampled(generation, _GENERATIONS + 1, _EVERY)
@@ -124,7 +120,7 @@ class LossAccumulatedWithGraph(RuntimeCheck):
         if step_events != self._step_events or not step_events:  # a step since, or no optimizer at all
             self._generation += 1
             self._step_events = step_events
-        if not _tracked(self._generation):
+        if not sampled(self._generation, _GENERATIONS + 1, _EVERY):  # a tracked generation?
             return
         for root in roots:
             node = root.grad_fn

@@ -113,10 +113,12 @@ def _describe(number: float) -> str:
 class _Stepping:
     """What TS016 knows of one optimizer in this test."""
 
-    __slots__ = ("steps", "where", "finite", "clean")
+    __slots__ = ("steps", "where", "finite", "clean", "amp")
 
-    def __init__(self, where: Location) -> None:
+    def __init__(self, where: Location, amp: bool) -> None:
         self.steps = 0
+        #: Whether a GradScaler may manage its steps (it then skips non-finite ones itself).
+        self.amp = amp
         #: Its ``step()`` line (located once, at its first step): where an after-the-test finding points.
         self.where = where
         #: Whether its last step had a loss, and a finite one.
@@ -125,9 +127,16 @@ class _Stepping:
         self.clean: Optional[int] = None
 
 
-def _scanned(steps: int) -> bool:
-    """Whether the parameters are looked at, at this step: the first two, then every ``_SCAN_EVERY``-th."""
-    return sampled(steps, 2, _SCAN_EVERY)
+def _takes_scaler(kind: type) -> bool:
+    """Whether ``kind.step`` takes a ``grad_scaler`` argument (read from its signature once per process)."""
+    takes = _TAKES_SCALER.get(kind)
+    if takes is None:
+        try:
+            takes = "grad_scaler" in inspect.signature(kind.step).parameters
+        except (TypeError, ValueError):
+            takes = False
+        _TAKES_SCALER[kind] = takes
+    return takes
 
 
 class NonFiniteLoss(RuntimeCheck):
@@ -175,11 +184,12 @@ class NonFiniteLoss(RuntimeCheck):
             return
         record = self._optimizers.get(optimizer)
         if record is None:
-            record = self._optimizers[optimizer] = _Stepping(user_location())
+            amp = getattr(optimizer, "_step_supports_amp_scaling", False) or _takes_scaler(type(optimizer))
+            record = self._optimizers[optimizer] = _Stepping(user_location(), amp)
         step = record.steps = record.steps + 1
         loss, self._loss = self._loss, None
         finite_before, record.finite = record.finite, loss is not None and math.isfinite(loss)
-        if self._scaler_managed(optimizer):
+        if record.amp and self._scaler_managed(optimizer):
             return
         if loss is not None and not record.finite:
             culprit = _non_finite(optimizer) if finite_before else None
@@ -188,7 +198,7 @@ class NonFiniteLoss(RuntimeCheck):
             else:  # the previous step's loss was finite: its update is where the run went wrong
                 self._finding(f"{_parameter_name(culprit, sys._getframe(1))} turned non-finite in step {step - 1}, "
                               "whose loss was finite: its gradient or update was not finite")
-        elif _scanned(step):
+        elif sampled(step, 2, _SCAN_EVERY):  # the first two steps, then every _SCAN_EVERY-th
             culprit = _non_finite(optimizer)
             if culprit is None:
                 record.clean = step
@@ -196,19 +206,12 @@ class NonFiniteLoss(RuntimeCheck):
                 self._finding(f"{_parameter_name(culprit, sys._getframe(1))} {_since(record.clean, step)}, "
                               "while the losses stayed finite: a gradient or update was not finite")
 
-    def _scaler_managed(self, optimizer: Any) -> bool:
+    @staticmethod
+    def _scaler_managed(optimizer: Any) -> bool:
         attributes = optimizer.__dict__  # set on the instance by GradScaler.step for fused optimizers
         if attributes.get("found_inf") is not None or attributes.get("grad_scale") is not None:
             return True
-        kind = type(optimizer)
-        takes = _TAKES_SCALER.get(kind)
-        if takes is None:
-            try:
-                takes = "grad_scaler" in inspect.signature(optimizer.step).parameters
-            except (TypeError, ValueError):
-                takes = False
-            _TAKES_SCALER[kind] = takes
-        return takes
+        return _takes_scaler(type(optimizer))
 
     def finish(self) -> None:
         if self._done:
