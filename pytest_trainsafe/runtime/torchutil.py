@@ -47,11 +47,13 @@ BackwardSubscriber = Callable[[Tuple[torch.Tensor, ...], bool], None]
 class Backwards:
     """One test's ``backward()`` calls: how many completed (read it; it costs nothing), and who is told."""
 
-    __slots__ = ("count", "listeners")
+    __slots__ = ("count", "listeners", "before")
 
     def __init__(self) -> None:
         self.count = 0
         self.listeners: List[BackwardSubscriber] = []
+        #: Called with no argument before each backward pass runs (to put hooks in place just in time).
+        self.before: List[Callable[[], None]] = []
 
 
 _backwards: "weakref.WeakKeyDictionary[Any, Backwards]" = weakref.WeakKeyDictionary()
@@ -73,9 +75,15 @@ def backwards(hooks: Any) -> Backwards:
     source = _backwards[hooks] = Backwards()
     original = torch.autograd.backward
     listeners = source.listeners
+    before = source.before
 
     @functools.wraps(original)
     def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+        for prepare in before:
+            try:
+                prepare()
+            except Exception:  # a check's bug must never break the user's training
+                pass
         result = original(tensors, *args, **kwargs)
         source.count += 1
         if listeners:

@@ -137,21 +137,37 @@ def _tensor_hooks(model: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("clear", ["optimizer", "model"])
-def test_an_optimizer_cleared_between_its_steps_loses_its_tensor_hooks(clear: str) -> None:
+def test_a_loop_cleared_before_its_backward_never_hooks_its_parameters(clear: str) -> None:
     model = tiny_mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    hooks_after_each_step: List[int] = []
+    hooks_after_each_backward: List[int] = []
 
     def train() -> None:
         for x, y in regression_batches(n=4):
             (optimizer if clear == "optimizer" else model).zero_grad()
             nn.functional.mse_loss(model(x), y).backward()
+            hooks_after_each_backward.append(_tensor_hooks(model))
             optimizer.step()
-            hooks_after_each_step.append(_tensor_hooks(model))
 
     assert watch(train, codes=CODES) == []
-    # Watched in full after the first step; trusted from the second, the first cleared iteration.
-    assert hooks_after_each_step == [2 * len(list(model.parameters())), 0, 0, 0]
+    assert hooks_after_each_backward == [0, 0, 0, 0]
+
+
+def test_parameters_are_hooked_as_the_first_backward_after_an_uncleared_step_starts() -> None:
+    model = tiny_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    hooks_after_each_backward: List[int] = []
+
+    def train() -> None:
+        for x, y in regression_batches(n=3):
+            nn.functional.mse_loss(model(x), y).backward()
+            hooks_after_each_backward.append(_tensor_hooks(model))
+            optimizer.step()
+
+    assert len(watch(train, codes=CODES)) == 1
+    hooked = 2 * len(list(model.parameters()))
+    assert hooks_after_each_backward == [0, hooked, hooked]
+    assert _tensor_hooks(model) == 0  # and none is left after the test
 
 
 def part_of_the_model_cleared() -> None:

@@ -3,7 +3,9 @@
 What is watched, per parameter of every optimizer that steps:
 
 * after each ``step()``: which tensor is in ``p.grad`` and its ``_version``;
-* when a later backward reaches ``p`` (a tensor hook, before accumulation): if
+* when a later backward reaches ``p`` (a tensor hook, before accumulation, put in
+  place as the first backward after the step starts, unless a ``zero_grad()`` came
+  first): if
   ``p.grad`` is still that tensor at that version, nothing cleared it since the
   step (``zero_grad()`` sets it to None or zeroes it in place, which bumps the
   version; ``p.grad = None`` replaces it). The parameter is *pending*;
@@ -127,7 +129,7 @@ class ZeroGradMissing(RuntimeCheck):
     def install(self, events: Events, hooks: HookSet) -> None:
         import torch
 
-        from ..torchutil import on_call
+        from ..torchutil import backwards, on_call
 
         self._hooks = hooks
         self._states: Any = IdentityMap()
@@ -142,6 +144,9 @@ class ZeroGradMissing(RuntimeCheck):
         events.step_post.append(self._on_step_post)
         on_call(hooks, torch.optim.Optimizer, "zero_grad", self._on_optimizer_zero_grad)
         on_call(hooks, torch.nn.Module, "zero_grad", self._on_module_zero_grad)
+        #: Optimizers whose parameters need their hooks before the next backward (noted after a step).
+        self._to_hook: List[_Watched] = []
+        backwards(hooks).before.append(self._before_backward)
 
     # -- optimizer steps -------------------------------------------------------------
 
@@ -228,12 +233,11 @@ class ZeroGradMissing(RuntimeCheck):
             watched.states = [self._state(param) for group in optimizer.param_groups for param in group["params"]]
             watched.covering.clear()
         watched.marks = self._marks
+        self._to_hook.append(watched)
         for state in watched.states:
             param = state.param()
             if param is None:
                 continue
-            if not state.handles:
-                self._hook(param, state)
             grad = param.grad
             state.pending = state.stale = False
             state.evidence = None
@@ -246,6 +250,24 @@ class ZeroGradMissing(RuntimeCheck):
             state.version = grad._version
 
     # -- per-parameter hooks ---------------------------------------------------------
+
+    def _before_backward(self) -> None:
+        """Hook the parameters of optimizers not cleared since their step, as the first backward after it starts.
+
+        Just in time: the usual loop clears before its backward, and its parameters
+        are never hooked at all (hooking and unhooking them cost more than a step).
+        """
+        if not self._to_hook:
+            return
+        waiting, self._to_hook = self._to_hook, []
+        for watched in waiting:
+            if watched.cleared or watched.trusted:
+                continue  # nothing can be stale this iteration
+            for state in watched.states:
+                if not state.handles:
+                    param = state.param()
+                    if param is not None:
+                        self._hook(param, state)
 
     def _state(self, param: Any) -> _GradState:
         state = self._states.get(param)
