@@ -253,7 +253,8 @@ def profile(run: Callable[[], object], steps: int, repeat: int) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=15, help="measured rounds (default 15)")
+    parser.add_argument("--repeat", type=int, default=40,
+                        help="measured rounds (default 40: a shared machine's noise needs many pairs)")
     parser.add_argument("--steps-mlp", type=int, default=32, help="optimizer steps per MLP run (default 32)")
     parser.add_argument("--steps-cnn", type=int, default=16, help="optimizer steps per CNN run (default 16)")
     parser.add_argument("--loops", default="mlp,cnn", help="comma-separated loops to measure (default mlp,cnn)")

@@ -116,10 +116,10 @@ class Events:
     def _watch_module_calls(self, hooks: HookSet) -> None:
         import torch
 
-        from .torchutil import is_compiling
         from .torchutil import is_dynamo_compiling as compiling
+        from .torchutil import is_exporting
 
-        self._exporting = is_compiling
+        self._exporting = is_exporting
 
         original = torch.nn.Module._call_impl
         per_class = self._per_class

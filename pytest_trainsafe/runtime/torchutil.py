@@ -173,6 +173,8 @@ is_compiling = torch.compiler.is_compiling
 #: Whether dynamo is tracing the code that runs now: folded to True while tracing, a bare ``return False``
 #: otherwise (one Python call, where ``is_compiling`` makes two): for the wrapper run on every module call.
 is_dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", torch.compiler.is_compiling)
+#: Whether torch.export is running the code (on fake tensors) now.
+is_exporting = getattr(torch.compiler, "is_exporting", torch.compiler.is_compiling)
 
 
 def on_call(hooks: Any, owner: Any, attribute: str, subscriber: CallSubscriber) -> None:

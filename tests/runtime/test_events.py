@@ -194,12 +194,18 @@ def test_step_counters_need_no_subscriber_and_stop_with_the_tests_hooks() -> Non
 
 
 def test_torch_export_of_a_watched_model_is_not_observed() -> None:
-    """torch.export runs the model's Python on fake tensors: the wrapper only forwards."""
+    """torch.export runs the model's Python on fake tensors: the wrapper only forwards, no check sees them."""
     from helpers import watch_outcome
 
     model = tiny_mlp()
-    exported: List[Any] = []
-    findings, error = watch_outcome(lambda: exported.append(torch.export.export(model, (torch.randn(2, 4),))))
-    assert error is None and findings == []
+    recorder = Recorder()
+    events, hooks = watched(recorder)
+    try:
+        exported = torch.export.export(model, (torch.randn(2, 4),))
+    finally:
+        hooks.remove_all()
+    assert recorder.pre == [] and recorder.post == []
     x = torch.randn(2, 4)
-    assert torch.equal(exported[0].module()(x), model(x))
+    assert torch.equal(exported.module()(x), model(x))
+    findings, error = watch_outcome(lambda: torch.export.export(model, (x,)))
+    assert error is None and findings == []
