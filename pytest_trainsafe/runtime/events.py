@@ -11,7 +11,9 @@ through torch's global forward hooks: any global forward hook sends *every*
 module call in the process down ``_call_impl``'s slow path (about 2.7 us a call
 with two do-nothing hooks, against 0.4 us for the wrapper). Not ``__call__``
 itself: assigning a dunder on ``nn.Module`` makes CPython rewrite the call slot
-of every Module subclass loaded, twice per test (about 0.5 ms). The checks only
+of every Module subclass loaded, twice per test (about 0.5 ms). A module compiled
+in place (``model.compile()``) has ``__call__`` run its compiled call directly:
+its calls are not seen, as no call inside a compiled region is. The checks only
 need two things from a call: whether it is the outermost one (``root``), and,
 for some classes of module, a look at its arguments. The second is dispatched
 per class: a ``module_class`` subscriber sees each class once per test and

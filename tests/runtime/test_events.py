@@ -124,10 +124,14 @@ def test_the_wrapper_is_removed_with_the_tests_hooks() -> None:
     assert vars(nn.Module)["_call_impl"] is original
 
 
-def _train_compiled(steps: int = 3) -> List[float]:
+def _train_compiled(in_place: bool, steps: int = 3) -> List[float]:
     torch.manual_seed(0)
     model = tiny_mlp()
-    compiled = torch.compile(model, backend="eager")
+    if in_place:  # Module.compile(): __call__ runs the compiled call directly, never _call_impl
+        model.compile(backend="eager")
+        compiled = model
+    else:
+        compiled = torch.compile(model, backend="eager")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     losses = []
     for x, y in regression_batches(n=steps):
@@ -139,16 +143,17 @@ def _train_compiled(steps: int = 3) -> List[float]:
     return losses
 
 
-def test_a_compiled_model_trains_the_same_watched_and_the_checks_stay_out_of_its_trace() -> None:
+@pytest.mark.parametrize("in_place", [False, True], ids=["torch.compile(model)", "model.compile()"])
+def test_a_compiled_model_trains_the_same_watched_and_the_checks_stay_out_of_its_trace(in_place: bool) -> None:
     from pytest_trainsafe.runtime.monitor import Monitor, runtime_checks
 
     torch._dynamo.reset()
-    expected = _train_compiled()
+    expected = _train_compiled(in_place)
     torch._dynamo.reset()
     monitor = Monitor(list(runtime_checks()))
     monitor.start()
     try:
-        losses = _train_compiled()
+        losses = _train_compiled(in_place)
     finally:
         with _no_warning():
             monitor.stop()
