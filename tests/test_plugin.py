@@ -147,6 +147,24 @@ def test_a_failing_test_keeps_its_own_error_and_gains_the_finding(pytester: pyte
                                  "trainsafe found 1 training pitfall(s):", "test_both.py:4: TS005 *"])
 
 
+def test_the_error_a_test_fails_with_is_explained_by_the_check_that_knows_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_init="""
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                self.fc = nn.Linear(2, 2)
+
+        def test_builds_the_model():
+            Net()
+    """)
+    result = pytester.runpytest_inprocess("--trainsafe", "--tb=short")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E   AttributeError: cannot assign module before Module.__init__() call",
+                                 "*Captured trainsafe call*", "trainsafe found 1 training pitfall(s):",
+                                 "test_init.py:4: TS013 *(Net.__init__ assigns a layer or parameter before super*"])
+
+
 def test_a_skipped_test_stays_skipped(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_skip="""
         import pytest, torch
