@@ -17,17 +17,19 @@ variants alike. A watched run is what a test pays: ``Monitor(codes)``,
 ``stop()``. Figures are medians over the rounds (``--min``: the fastest run),
 per optimizer step, as CPU time of this process and as wall time; the ratio is
 watched / unwatched CPU time, paired by round (the median of the per-round
-ratios), which is far less noisy on a busy machine than a ratio of medians. Targets: <= 1.05 on the CNN loop, <= 1.15 on the tiny MLP
-loop (whose steps are so cheap that fixed per-call costs weigh most).
+ratios), which is far less noisy on a busy machine than a ratio of medians.
+Targets: <= 1.05 on the CNN loop, <= 1.15 on the tiny MLP loop (whose steps are
+so cheap that fixed per-call costs weigh most).
 
 ``--steady`` times single training steps of each loop (model, optimizer and
-batches built once from the loop's parts: no data loading, no validation), many
-short samples per variant in long watched runs, and reports their 20th
-percentile: the cost of one more step of a watched run, the figure least
-disturbed by other processes, and the one to use to rank the checks. The
-whole-run figure adds what a test pays once (patching and unpatching torch,
-the first call of each module class, the checks' work on a run's first steps
-and first evaluation): about 1 to 3 ms per test.
+batches built once from the loop's parts, the loss computed as the loop computes
+it: no data loading, no validation), many short samples per variant in long
+watched runs, and reports their 20th percentile: the step time, the cost of one
+more step of a watched run, the figure least disturbed by other processes, and
+the one to use to rank the checks. The whole-run figure adds what a test pays
+once (patching and unpatching torch, the checks' work on a run's first steps
+and first evaluation, about 1 ms per test) and the validation passes; on the
+CNN loop, whose time goes to decoding images, it is the noisier of the two.
 
 ``--profile LOOP`` runs the watched loop under cProfile and attributes the
 extra time: trainsafe's own Python time per file, and the torch/Python calls
