@@ -7,7 +7,7 @@ import pkgutil
 import sys
 from functools import lru_cache
 from types import FrameType
-from typing import ClassVar, Dict, Iterable, List, Optional, Set, Tuple, Type
+from typing import Callable, ClassVar, Dict, Iterable, List, Optional, Set, Tuple, Type
 
 from ..finding import Finding
 from .distributed import ChildRanks
@@ -95,13 +95,17 @@ class Monitor:
             self.stop()
             raise
 
-    def conclude(self) -> None:
-        """Draw the conclusions that need the run so far (``finish`` of every check); hooks stay."""
+    def _each_check(self, action: Callable[[RuntimeCheck], None]) -> None:
+        """``action(check)`` for every check; a check's bug is kept for the warning, never raised."""
         for check in self.checks:
             try:
-                check.finish()
-            except Exception as exc:  # a check's bug must not fail the user's test
+                action(check)
+            except Exception as exc:  # a check's bug must not fail the user's test or hide its error
                 self.events.errors.append(f"{check.CODE}: {type(exc).__name__}: {exc}")
+
+    def conclude(self) -> None:
+        """Draw the conclusions that need the run so far (``finish`` of every check); hooks stay."""
+        self._each_check(lambda check: check.finish())
 
     def stop(self, error: Optional[BaseException] = None) -> None:
         """Finish every check (shown ``error``, the test's exception, if any), then remove every hook."""
@@ -109,11 +113,7 @@ class Monitor:
             return
         try:
             if isinstance(error, Exception):
-                for check in self.checks:
-                    try:
-                        check.explain(error)
-                    except Exception as exc:  # a check's bug must not hide the test's own error
-                        self.events.errors.append(f"{check.CODE}: {type(exc).__name__}: {exc}")
+                self._each_check(lambda check: check.explain(error))
             self.conclude()
             self.children.collect()
         finally:
