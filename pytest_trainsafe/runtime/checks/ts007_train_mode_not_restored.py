@@ -84,7 +84,6 @@ class TrainModeNotRestored(RuntimeCheck):
         self._modes = ModeIndex()
         #: Root modules called in eval mode with autograd on since the last step.
         self._pending: Any = IdentityMap()
-        self._any_pending = False
         #: Where ``eval()`` was last called on a module (outermost call only); None: by a test function.
         self._eval_at: Any = IdentityMap()
         self._reported: Any = IdentityMap()
@@ -108,14 +107,12 @@ class TrainModeNotRestored(RuntimeCheck):
         try:
             if self._torch.is_grad_enabled() and module not in self._reported:
                 self._pending[module] = True
-                self._any_pending = True
         except Exception:  # a bug here must never break the user's forward
             pass
 
     def _on_step(self, optimizer: Any) -> None:
-        if not self._any_pending:  # a plain flag: this runs twice per step
+        if not self._pending:
             return
-        self._any_pending = False
         try:
             modules = list(self._pending.keys())
             self._pending.clear()

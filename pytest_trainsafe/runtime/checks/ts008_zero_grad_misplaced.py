@@ -88,9 +88,8 @@ class ZeroGradMisplaced(RuntimeCheck):
     def _on_optimizer_zero_grad(self, args: tuple, kwargs: dict) -> None:
         if self._backward_calls.count == 0 or not args:
             return
-        stepper = self._optimizers.get(args[0]) or self._stepper(args[0])
-        # The usual place (no backward since the step) decided inline: this runs every step.
-        stepper.zeroed = None if self._backward_calls.count <= stepper.stepped else self._suspicion(stepper.stepped)
+        stepper = self._stepper(args[0])
+        stepper.zeroed = self._suspicion(stepper.stepped)
 
     def _on_module_zero_grad(self, args: tuple, kwargs: dict) -> None:
         if self._backward_calls.count == 0 or not args:
@@ -128,7 +127,7 @@ class ZeroGradMisplaced(RuntimeCheck):
     def _on_step_pre(self, optimizer: Any) -> None:
         try:
             self._backwards_at_step = self._backward_calls.count
-            stepper = self._optimizers.get(optimizer) or self._stepper(optimizer)  # no second call, usually
+            stepper = self._stepper(optimizer)
             if stepper.zeroed is not None or self._zeroed_modules:  # else nothing suspicious to judge
                 self._judge(optimizer, stepper)
         except Exception:
